@@ -1,0 +1,301 @@
+"""Stage 0: decode every photo once into a memory-mapped NxN uint8 array.
+
+Training reads thousands of random samples per epoch; decoding 3072x2048
+JPEGs each time would dominate. The cache lives in derived_dir/cache-<N>/:
+images.u8 (raw N_img x N x N x 3) and index.json (names, original sizes, data
+fingerprint, failed images). A build writes images.u8.partial and saves
+progress.json every few hundred images, so a killed build resumes where it
+stopped; the index is written last, atomically, and only then is the cache
+valid.
+
+    python -m rightwhale.cache --data-dir DIR --size 256
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from rightwhale.atomic import write_json
+from rightwhale.data import DataError, Problem, derived_dir, load_survey, report_problems, \
+    resolve_data_dir, summarize_problems
+from rightwhale.images import BadImage, photo_size, read_image
+from rightwhale.split import fingerprint
+
+FORMAT = 1
+INDEX, DATA, PARTIAL, PROGRESS = "index.json", "images.u8", "images.u8.partial", "progress.json"
+WORKER_CHUNK = 8          # images per task sent to a decoding process
+SAVE_SECONDS = 10.0       # progress is saved at least this often during a build
+
+
+def cache_dir(data_dir, size: int) -> Path:
+    return derived_dir(data_dir) / f"cache-{size}"
+
+
+def _build_command(data_dir, size: int) -> str:
+    return f"python -m rightwhale.cache --data-dir {data_dir} --size {size}"
+
+
+@dataclass(frozen=True)
+class ImageCache:
+    """Cached images with the geometry to move annotations between photo and cache pixels.
+
+    Points use the pixel-centre convention (pixel i covers [i - 0.5, i + 0.5]),
+    so x_cache = (x_photo + 0.5) * sx - 0.5 with sx = N / photo width.
+    """
+    root: Path
+    size: int
+    images: np.ndarray        # read-only memmap, (N_img, size, size, 3) uint8
+    names: list[str]
+    sizes: np.ndarray         # (N_img, 2) original (w, h)
+    fingerprint: str
+    failed: dict[str, str]    # image -> why it could not be decoded
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.names)}
+
+    def index(self, name: str) -> int:
+        if name not in self._positions:
+            why = f"it failed to decode: {self.failed[name]}" if name in self.failed else \
+                "it was not in the data when the cache was built (python -m rightwhale.cache)"
+            raise DataError(f"{self.root}: {name} is not in the image cache; {why}")
+        return self._positions[name]
+
+    def scale(self, name: str) -> tuple[float, float]:
+        """(sx, sy): cache pixels per photo pixel."""
+        w, h = self.sizes[self.index(name)]
+        return self.size / float(w), self.size / float(h)
+
+    def _scales(self, names, ndim: int) -> np.ndarray:
+        """Scales shaped to broadcast against (B, ..., 2) values, or (..., 2) for one name."""
+        if isinstance(names, str):
+            return np.asarray(self.scale(names))
+        s = self.size / self.sizes[[self.index(n) for n in names]].astype(np.float64)
+        return s.reshape(len(s), *([1] * (ndim - 2)), 2)
+
+    def to_cache(self, names, xy) -> np.ndarray:
+        """Points (B, ..., 2) of images `names` (or (..., 2) of one name), photo -> cache."""
+        xy = np.asarray(xy, dtype=np.float64)
+        return (xy + 0.5) * self._scales(names, xy.ndim) - 0.5
+
+    def to_photo(self, names, xy) -> np.ndarray:
+        xy = np.asarray(xy, dtype=np.float64)
+        return (xy + 0.5) / self._scales(names, xy.ndim) - 0.5
+
+    def boxes_to_cache(self, names, boxes) -> np.ndarray:
+        """Boxes (x, y, w, h): the corner moves like a point, the size scales."""
+        boxes = np.asarray(boxes, dtype=np.float64)
+        s = self._scales(names, boxes.ndim)
+        return np.concatenate([(boxes[..., :2] + 0.5) * s - 0.5, boxes[..., 2:] * s], axis=-1)
+
+    def boxes_to_photo(self, names, boxes) -> np.ndarray:
+        boxes = np.asarray(boxes, dtype=np.float64)
+        s = self._scales(names, boxes.ndim)
+        return np.concatenate([(boxes[..., :2] + 0.5) / s - 0.5, boxes[..., 2:] / s], axis=-1)
+
+
+def _read_index(folder: Path) -> dict | None:
+    try:
+        meta = json.loads((folder / INDEX).read_text())
+        return meta if meta.get("format") == FORMAT else None
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise DataError(f"{folder / INDEX}: malformed cache index ({e}); delete {folder} "
+                        "and rebuild") from e
+
+
+def _is_current(meta: dict | None, names: list[str], data_fingerprint: str) -> bool:
+    return (meta is not None and meta["fingerprint"] == data_fingerprint
+            and set(meta["names"]) | set(meta["failed"]) == set(names))
+
+
+def open_cache(data_dir, size: int, survey=None) -> ImageCache:
+    """Open a built cache; with `survey`, also refuse one built for other data."""
+    folder = cache_dir(data_dir, size)
+    meta = _read_index(folder)
+    if meta is None:
+        raise DataError(f"{folder}: no image cache of size {size} for {data_dir}; build it "
+                        f"with: {_build_command(data_dir, size)}")
+    if survey is not None and not _is_current(meta, [*survey.train, *survey.test],
+                                              fingerprint(survey)):
+        raise DataError(f"{folder}: the image cache was built for different data than "
+                        f"{survey.root}; rebuild it with: {_build_command(data_dir, size)}")
+    shape = (len(meta["names"]), size, size, 3)
+    if (folder / DATA).stat().st_size != int(np.prod(shape)):
+        raise DataError(f"{folder / DATA}: wrong size for {shape[0]} images of {size}x{size}; "
+                        f"delete {folder} and rebuild with: {_build_command(data_dir, size)}")
+    return ImageCache(root=folder, size=size, names=meta["names"],
+                      images=np.memmap(folder / DATA, np.uint8, "r", shape=shape),
+                      sizes=np.asarray(meta["sizes"], dtype=np.int64).reshape(-1, 2),
+                      fingerprint=meta["fingerprint"], failed=meta["failed"])
+
+
+# --- building -----------------------------------------------------------------
+
+def _decode_one(target: np.ndarray, i: int, path: Path, size: int):
+    """Decode image i into target[i]; returns (i, (w, h)) or (i, reason)."""
+    try:
+        wh = photo_size(path)
+        target[i] = read_image(path, size)
+        return i, list(wh)
+    except BadImage as e:
+        return i, str(e).split(": ", 1)[-1]
+
+
+def _decode_chunk(partial: str, shape, jobs, size: int):
+    """Runs in a worker process: decode straight into the shared file."""
+    target = np.memmap(partial, np.uint8, "r+", shape=shape)
+    results = [_decode_one(target, i, Path(path), size) for i, path in jobs]
+    target.flush()   # on disk before the parent marks these images done
+    return results
+
+
+def _decoded(target, jobs, size, workers):
+    """Yield (i, size or reason) as images finish, in-process or over a process pool."""
+    if workers <= 1:
+        for i, path in jobs:
+            yield _decode_one(target, i, path, size)
+        return
+    # spawn, not fork: the caller may have started JAX's threads.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        chunks = [jobs[k:k + WORKER_CHUNK] for k in range(0, len(jobs), WORKER_CHUNK)]
+        futures = [pool.submit(_decode_chunk, target.filename, target.shape,
+                               [(i, str(p)) for i, p in chunk], size) for chunk in chunks]
+        for future in as_completed(futures):
+            yield from future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _resume_sizes(folder: Path, plan: dict):
+    """Per-image (w, h), None where not done, of an interrupted build of the same plan."""
+    try:
+        state = json.loads((folder / PROGRESS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    expected = len(plan["names"]) * plan["size"] ** 2 * 3
+    if any(state.get(k) != v for k, v in plan.items()) or not (folder / PARTIAL).is_file() \
+            or (folder / PARTIAL).stat().st_size != expected:
+        return None
+    return state["sizes"]
+
+
+def _finish(folder: Path, target: np.memmap, plan: dict, sizes: list, failed: dict) -> None:
+    """Drop failed slots, publish images.u8, then the index (the cache is valid from here)."""
+    good = [i for i, wh in enumerate(sizes) if wh is not None]
+    if len(good) < len(sizes):
+        compact = np.memmap(folder / (PARTIAL + ".compact"), np.uint8, "w+",
+                            shape=(len(good), *target.shape[1:]))
+        for k in range(0, len(good), 256):
+            compact[k:k + 256] = target[good[k:k + 256]]
+        compact.flush()
+        del compact
+        os.replace(folder / (PARTIAL + ".compact"), folder / PARTIAL)
+    os.replace(folder / PARTIAL, folder / DATA)
+    write_json(folder / INDEX, {**plan, "names": [plan["names"][i] for i in good],
+                                "sizes": [sizes[i] for i in good], "failed": failed})
+    (folder / PROGRESS).unlink(missing_ok=True)
+
+
+def build_cache(data_dir, size: int, workers: int | None = None, progress: bool = True, *,
+                save_every: int = 256, on_progress=None) -> ImageCache:
+    """Cache every train and test image at size x size; resumes an interrupted build.
+
+    `on_progress(done, total)` is called after each image (tests use it to
+    interrupt a build). Returns the open cache; a current cache is reused.
+    """
+    if size < 1:
+        raise ValueError(f"cache size must be positive, got {size}")
+    survey = load_survey(data_dir)
+    names = list(dict.fromkeys([*survey.train, *survey.test]))
+    plan = {"format": FORMAT, "size": size, "fingerprint": fingerprint(survey), "names": names}
+    folder = cache_dir(data_dir, size)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)      # one builder per cache; others wait, then reuse
+        if _is_current(_read_index(folder), names, plan["fingerprint"]):
+            return open_cache(data_dir, size)
+        sizes = _resume_sizes(folder, plan)   # images that failed before are tried again
+        shape = (len(names), size, size, 3)
+        if sizes is None:
+            (folder / INDEX).unlink(missing_ok=True)
+            with open(folder / PARTIAL, "wb") as f:
+                f.truncate(int(np.prod(shape)))
+            sizes = [None] * len(names)
+        target = np.memmap(folder / PARTIAL, np.uint8, "r+", shape=shape)
+        jobs = [(i, survey.image_path(n)) for i, n in enumerate(names) if sizes[i] is None]
+        failed: dict[str, str] = {}
+        if workers is None:
+            workers = max(1, min(os.cpu_count() or 1, len(jobs) // 64))
+
+        def save():
+            target.flush()                    # pixels reach the file before the marker
+            write_json(folder / PROGRESS, {**plan, "sizes": sizes})
+
+        done, unsaved, saved_at = len(names) - len(jobs), 0, time.monotonic()
+        with tqdm(total=len(names), initial=done, unit="img", disable=not progress,
+                  desc=f"cache {size}px") as bar:
+            for i, result in _decoded(target, jobs, size, workers):
+                if isinstance(result, list):
+                    sizes[i] = result
+                else:
+                    failed[names[i]] = result
+                done, unsaved = done + 1, unsaved + 1
+                bar.update()
+                if unsaved >= save_every or time.monotonic() - saved_at > SAVE_SECONDS:
+                    save()
+                    unsaved, saved_at = 0, time.monotonic()
+                if on_progress is not None:
+                    on_progress(done, len(names))
+        save()
+        problems = survey.problems + [Problem(str(survey.image_path(n)), None, why,
+                                              "unreadable image") for n, why in failed.items()]
+        if len(failed) == len(names):
+            raise DataError(f"{data_dir}: no image could be decoded.\n"
+                            + summarize_problems(problems, limit=3))
+        _finish(folder, target, plan, sizes, failed)
+        report_problems(problems)
+        return open_cache(data_dir, size)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rightwhale.cache",
+        description="Decode every train and test photo of a data directory once into a "
+                    "memory-mapped size x size uint8 cache (aspect not preserved). An "
+                    "interrupted build resumes where it stopped.")
+    parser.add_argument("--data-dir", help="Kaggle-layout data directory (default: the embedded "
+                        "synthetic survey, $RIGHTWHALE_DATA or ./data/synthetic-survey)")
+    parser.add_argument("--size", type=int, default=256,
+                        help="side of the square cached images in pixels (default: 256)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding processes (default: one per core, 1 for small data)")
+    args = parser.parse_args(argv)
+    try:
+        data_dir = resolve_data_dir(args.data_dir)
+        start = time.monotonic()
+        cache = build_cache(data_dir, args.size, args.workers)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{len(cache.names)} images at {args.size}x{args.size} in {cache.root} "
+          f"({len(cache.failed)} failed, {time.monotonic() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The decode-once image cache (rightwhale.cache)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from rightwhale import cache as cache_mod
+from rightwhale.cache import build_cache, open_cache
+from rightwhale.data import DataError, load_survey
+from rightwhale.images import read_image
+from test_data import LABELS, no_project_annotations, write_jpeg, write_survey  # noqa: F401
+
+TEST = ["w_10.jpg", "w_11.jpg", "w_12.jpg", "w_13.jpg"]
+N = 16
+
+
+@pytest.fixture
+def survey_dir(tmp_path):
+    return write_survey(tmp_path / "survey", LABELS, test=TEST)
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """Names of the photos the (in-process) cache build decodes."""
+    names = []
+
+    def counting_read(path, size=None):
+        names.append(path.name)
+        return read_image(path, size)
+    monkeypatch.setattr(cache_mod, "read_image", counting_read)
+    return names
+
+
+def test_cache_holds_every_image_as_read_image_gives_it(survey_dir, decoded):
+    cache = build_cache(survey_dir, N, workers=1, progress=False)
+    names = [*LABELS, *TEST]
+    assert cache.names == names and cache.images.shape == (8, N, N, 3)
+    assert cache.images.dtype == np.uint8 and not cache.images.flags.writeable
+    for i, name in enumerate(names):
+        np.testing.assert_array_equal(cache.images[i], read_image(survey_dir / "imgs" / name, N))
+    assert cache.sizes.tolist() == [[40, 30]] * 8 and cache.failed == {}
+    assert cache.index("w_11.jpg") == 5
+    assert sorted(decoded) == sorted(names)
+    again = build_cache(survey_dir, N, workers=1, progress=False)     # a current cache is reused
+    assert len(decoded) == 8 and again.names == names
+    assert open_cache(survey_dir, N, load_survey(survey_dir)).names == names
+
+
+def test_parallel_build_equals_serial_build(survey_dir, tmp_path):
+    serial = np.array(build_cache(survey_dir, N, workers=1, progress=False).images)
+    other = shutil.copytree(survey_dir, tmp_path / "copy",
+                            ignore=shutil.ignore_patterns(".rightwhale"))
+    parallel = build_cache(other, N, workers=2, progress=False)
+    np.testing.assert_array_equal(parallel.images, serial)
+
+
+def test_interrupted_build_resumes_without_redoing_work(survey_dir, decoded):
+    class Killed(Exception):
+        pass
+
+    def kill_at_five(done, total):
+        if done == 5:
+            raise Killed
+    with pytest.raises(Killed):
+        build_cache(survey_dir, N, workers=1, progress=False, save_every=2,
+                    on_progress=kill_at_five)
+    folder = cache_mod.cache_dir(survey_dir, N)
+    assert not (folder / "index.json").exists()                      # not valid yet
+    command = f"python -m rightwhale.cache --data-dir {survey_dir} --size {N}"
+    with pytest.raises(DataError, match=command):
+        open_cache(survey_dir, N)
+    assert decoded[:5] == [*LABELS, "w_10.jpg"]
+    decoded.clear()
+    resumed = np.array(build_cache(survey_dir, N, workers=1, progress=False).images)
+    assert decoded == ["w_10.jpg", *TEST[1:]]                        # progress was saved at 4
+    assert not (folder / "progress.json").exists()
+    shutil.rmtree(folder)
+    clean = build_cache(survey_dir, N, workers=1, progress=False)
+    np.testing.assert_array_equal(clean.images, resumed)
+
+
+def test_bad_images_are_skipped_and_reported(survey_dir, capsys):
+    photo = survey_dir / "imgs" / "w_2.jpg"
+    photo.write_bytes(photo.read_bytes()[:-50])
+    cache = build_cache(survey_dir, N, workers=1, progress=False)
+    assert "w_2.jpg" not in cache.names and len(cache.names) == 7
+    assert cache.failed == {"w_2.jpg": "truncated JPEG (no end-of-image marker; the file was cut "
+                                       "short, re-download or re-copy it)"}
+    np.testing.assert_array_equal(cache.images[cache.index("w_3.jpg")],
+                                  read_image(survey_dir / "imgs" / "w_3.jpg", N))
+    err = capsys.readouterr().err
+    assert "1 x unreadable image" in err and f"{photo}: truncated JPEG" in err
+    with pytest.raises(DataError, match="w_2.jpg is not in the image cache; it failed to decode"):
+        cache.index("w_2.jpg")
+    index = json.loads((cache.root / "index.json").read_text())
+    assert index["failed"] == cache.failed and len(index["sizes"]) == 7
+
+
+def test_stale_cache_is_refused_then_rebuilt(survey_dir):
+    build_cache(survey_dir, N, workers=1, progress=False)
+    write_jpeg(survey_dir / "imgs" / "w_20.jpg")
+    with open(survey_dir / "train.csv", "a") as f:
+        f.write("w_20.jpg,whale_a\n")
+    with pytest.raises(DataError, match="built for different data.*rebuild it with"):
+        open_cache(survey_dir, N, load_survey(survey_dir))
+    assert "w_20.jpg" in build_cache(survey_dir, N, workers=1, progress=False).names
+
+
+def test_point_and_box_mapping(survey_dir):
+    cache = build_cache(survey_dir, N, workers=1, progress=False)
+    assert cache.scale("w_1.jpg") == (N / 40, N / 30)
+    # Pixel-centre convention: the photo's outer edges land on the cache's outer edges.
+    corners = np.array([[-0.5, -0.5], [39.5, 29.5]])
+    np.testing.assert_allclose(cache.to_cache("w_1.jpg", corners),
+                               [[-0.5, -0.5], [N - 0.5, N - 0.5]])
+    names = ["w_1.jpg", "w_12.jpg"]
+    xy = np.random.default_rng(0).uniform(0, 30, (2, 5, 2))
+    np.testing.assert_allclose(cache.to_photo(names, cache.to_cache(names, xy)), xy)
+    np.testing.assert_allclose(cache.to_cache(names, xy)[1], cache.to_cache("w_12.jpg", xy[1]))
+    boxes = np.array([[4.0, 3.0, 20.0, 10.0], [0.0, 0.0, 40.0, 30.0]])
+    in_cache = cache.boxes_to_cache(names, boxes)
+    # The far corner moves exactly like a point.
+    np.testing.assert_allclose(in_cache[:, :2] + in_cache[:, 2:],
+                               cache.to_cache(names, boxes[:, :2] + boxes[:, 2:]))
+    np.testing.assert_allclose(cache.boxes_to_photo(names, in_cache), boxes)
+
+
+def test_command_line(survey_dir, tmp_path, capsys):
+    assert cache_mod.main(["--data-dir", str(survey_dir), "--size", "8", "--workers", "1"]) == 0
+    assert "8 images at 8x8" in capsys.readouterr().out
+    assert cache_mod.main(["--data-dir", str(tmp_path / "nowhere")]) == 1
+    assert "data directory does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cache_mod.main(["--help"])
+    assert exit_.value.code == 0 and "--workers" in capsys.readouterr().out
