@@ -72,14 +72,29 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Tta:
+    """Test-time augmentation grid of the aligner: the product of the choices."""
+    scales: tuple[float, ...] = (1.0,)
+    shears: tuple[float, ...] = (0.0,)         # degrees
+    rotations: tuple[float, ...] = (0.0,)      # degrees
+    translations: tuple[float, ...] = (0.0,)   # pixels at 256 px, used for x and y alike
+
+    @property
+    def size(self) -> int:
+        return len(self.scales) * len(self.shears) * len(self.rotations) * len(self.translations)
+
+
+@dataclass(frozen=True)
 class StageConfig:
     stage: str
     preset: str
     model: str
-    image_size: int                    # cache / network input size (square)
+    image_size: int                    # network input size (square): cache size or crop size
     train: Train
     split: Split = field(default_factory=Split)
     model_kwargs: dict = field(default_factory=dict)
+    tta: Tta = field(default_factory=Tta)
+    crop_size: int = 256               # head crops written by localize / align
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -102,12 +117,75 @@ NAIVE_AUGMENT = Augment(               # heavy: rotation, translation, shear, sc
     shears=_grid(-20, 20, 9),
     brightness=_grid(0.7, 1.3, 7),
 )
-CLASSIFY_AUGMENT = Augment(            # cropped_dec21_3: light only
+CLASSIFY_AUGMENT = Augment(            # cropped_dec21_3: flips, scale, shift, gamma; no rotation
     probability=1.0,
-    scales=_grid(0.9, 1.1, 11),
-    translations=_range(-16, 16),
+    scales=_grid(0.5, 1.5, 11),
+    translations=_range(-64, 64),
     flip_horizontal=0.5,
     flip_vertical=0.5,
     gamma_probability=0.5,
     gammas=_grid(0.5, 1.5, 11),
 )
+
+# The original's TTA for the aligner (scripts/create_test_head_crop_image.py):
+# 3 scales x 3 shears (0.25 rad) x 9 rotations x 3 translations = 243 copies.
+ORIGINAL_TTA = Tta(
+    scales=(0.75, 1.0, 1.25),
+    shears=(-14.324, 0.0, 14.324),
+    rotations=tuple(float(r) for r in range(0, 361, 45)),
+    translations=(-25.0, 0.0, 25.0),
+)
+CPU_TTA = Tta(scales=(0.9, 1.0, 1.1), rotations=(0.0, 90.0, 180.0, 270.0))
+
+_ORIGINAL_CLASSIFIER = Train(optimizer="nesterov", learning_rate=0.1, final_learning_rate=1e-3,
+                             max_epochs=2500, patience=100, l2=1e-6, augment=CLASSIFY_AUGMENT)
+_ORIGINAL_LOCALIZER = Train(optimizer="adam", learning_rate=1e-4, max_epochs=1000, patience=150,
+                            l2=1e-7, augment=ALIGN_AUGMENT)
+
+# stage -> preset -> (model, image size, Train, extra StageConfig fields)
+_PRESETS = {
+    "naive": {
+        # The naive run's exact settings are not in the original repository;
+        # it used the classifier's training with heavy augmentation.
+        "original": ("naive_oxfordnet", 256, dataclasses.replace(_ORIGINAL_CLASSIFIER, augment=NAIVE_AUGMENT), {}),
+        "cpu": ("naive_oxfordnet", 64, Train(optimizer="adam", learning_rate=1e-3, max_epochs=30,
+                                             patience=10, l2=1e-6, augment=NAIVE_AUGMENT), {}),
+    },
+    "localize": {
+        "original": ("box_localizer", 256, dataclasses.replace(_ORIGINAL_LOCALIZER, augment=BOX_AUGMENT), {}),
+        "cpu": ("box_localizer", 96, Train(optimizer="adam", learning_rate=1e-3, max_epochs=40,
+                                           patience=15, l2=1e-7, augment=BOX_AUGMENT), {"crop_size": 64}),
+    },
+    "align": {
+        "original": ("localize_pts_dec31", 256, _ORIGINAL_LOCALIZER,
+                     {"model_kwargs": {"pool_window": 8}, "tta": ORIGINAL_TTA}),
+        "cpu": ("localize_pts_dec31", 128, Train(optimizer="adam", learning_rate=1e-3, max_epochs=60,
+                                                 patience=20, l2=1e-7, augment=ALIGN_AUGMENT),
+                {"model_kwargs": {"pool_window": 4}, "tta": CPU_TTA, "crop_size": 64}),
+    },
+    "classify": {
+        "original": ("resnet19", 256, _ORIGINAL_CLASSIFIER, {}),
+        "cpu": ("resnet19", 64, Train(optimizer="adam", learning_rate=1e-3, max_epochs=40,
+                                      patience=15, l2=1e-6, augment=CLASSIFY_AUGMENT), {}),
+    },
+}
+
+
+def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
+    """The configuration of one stage; `overrides` replace fields of StageConfig or Train.
+
+    Augmentation translations are given at 256 px (the original's input) and
+    rescaled to the preset's input size here.
+    """
+    if stage not in _PRESETS:
+        raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    model, size, train, extra = _PRESETS[stage][preset]
+    train_fields = {f.name for f in dataclasses.fields(Train)}
+    train = dataclasses.replace(train, **{k: v for k, v in overrides.items() if k in train_fields})
+    stage_fields = {k: v for k, v in overrides.items() if k not in train_fields}
+    cfg = StageConfig(stage=stage, preset=preset, model=model, image_size=size, train=train, **extra)
+    cfg = dataclasses.replace(cfg, **stage_fields)
+    return dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, augment=cfg.train.augment.rescaled(cfg.image_size)))
