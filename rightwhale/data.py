@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
 import io
 import json
 import math
@@ -435,7 +436,7 @@ def default_data_dir() -> Path:
     """./data/synthetic-survey (or $RIGHTWHALE_DATA), generated on first use."""
     path = Path(os.environ.get("RIGHTWHALE_DATA", DEFAULT_DATA_DIR))
     if not path.exists() or not any(path.iterdir()):
-        from rightwhale import synth  # the generator is only needed once
+        synth = importlib.import_module("rightwhale.synth")  # only needed once; tests may fake it
         print(f"generating the embedded synthetic survey in {path} (first use)", file=sys.stderr)
         synth.generate_survey(path)
     return path
