@@ -58,7 +58,7 @@ class Train:
     patience: int = 10                 # early stopping on validation loss
     optimizer: str = "adam"            # "adam" or "nesterov"
     learning_rate: float = 1e-4        # Adam's rate, or Nesterov's start
-    final_learning_rate: float | None = None  # Nesterov: linear per-epoch decay to this (StepDecay)
+    final_learning_rate: float | None = None  # linear per-epoch decay to this (StepDecay), any optimizer
     momentum: float = 0.9
     l2: float = 1e-6                   # objective_l2: penalty on all weights (not biases, BN)
     seed: int = 42

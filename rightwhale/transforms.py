@@ -1,0 +1,323 @@
+"""Affine geometry in JAX: matrices, a batched warp, points, boxes, random augmentation.
+
+Conventions (every module that moves pixels or points follows them):
+- Points are (x, y) in pixels, x right, y down, pixel centres at integer
+  coordinates (scikit-image's convention): a W x H image spans
+  [-0.5, W - 0.5] x [-0.5, H - 0.5].
+- An affine is a 3x3 float32 matrix M mapping INPUT coordinates to OUTPUT
+  coordinates: content at p in the input appears at M p in the output.
+  `B @ A` applies A first; `invert(M)` undoes M. Builders broadcast over
+  leading dimensions, so a batch of transforms is a (B, 3, 3) array.
+- Images are NHWC, uint8 or float; `warp` returns the input dtype.
+- Boxes are (x, y, w, h) in pixels; (x, y) is the top-left pixel, the box
+  covers pixels x .. x + w - 1 (the original's slice `[t:t+h, l:l+w]`).
+
+Random augmentation reproduces the nolearn_utils batch iterators of the
+original: flip, then affine, then gamma (their mixin order). Each step picks
+exactly int(B * p) samples of a batch, as nolearn_utils' `get_random_idx`
+did; we add one more with probability frac(B * p) so the expected share is p
+for any batch size (the original never transformed a batch of 1 at p=0.5).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rightwhale.config import Augment
+
+
+# --- matrices ----------------------------------------------------------------------
+
+def _affine(a, b, c, d, tx, ty):
+    """Stack [[a, b, tx], [c, d, ty], [0, 0, 1]] over broadcast leading dims."""
+    a, b, c, d, tx, ty = jnp.broadcast_arrays(*(jnp.asarray(v, jnp.float32) for v in (a, b, c, d, tx, ty)))
+    zero, one = jnp.zeros_like(a), jnp.ones_like(a)
+    return jnp.stack([jnp.stack([a, b, tx], -1), jnp.stack([c, d, ty], -1),
+                      jnp.stack([zero, zero, one], -1)], -2)
+
+
+@jax.jit
+def translation(tx, ty):
+    return _affine(1.0, 0.0, 0.0, 1.0, tx, ty)
+
+
+@jax.jit
+def scaling(sx, sy, center=(0.0, 0.0)):
+    """Scale by (sx, sy) about `center` (x, y)."""
+    center = jnp.asarray(center, jnp.float32)
+    cx, cy = center[..., 0], center[..., 1]
+    return _affine(sx, 0.0, 0.0, sy, cx - sx * cx, cy - sy * cy)
+
+
+@jax.jit
+def rotation(angle_deg, center=(0.0, 0.0)):
+    """Rotate about `center`; positive turns content counter-clockwise on screen."""
+    return affine_matrix(rotation_deg=angle_deg, center=center)
+
+
+@jax.jit
+def invert(mats):
+    """Inverse of affine matrices (..., 3, 3), in closed form (no LU, exact for flips)."""
+    a, b, tx = mats[..., 0, 0], mats[..., 0, 1], mats[..., 0, 2]
+    c, d, ty = mats[..., 1, 0], mats[..., 1, 1], mats[..., 1, 2]
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    return _affine(ia, ib, ic, id_, -(ia * tx + ib * ty), -(ic * tx + id_ * ty))
+
+
+def as_hw(image_size):
+    """(H, W) from an int (square) or an (H, W) pair."""
+    return (int(image_size), int(image_size)) if np.isscalar(image_size) else tuple(int(v) for v in image_size)
+
+
+def image_center(image_size):
+    """(x, y) of the centre of an image (int or (H, W)) under the pixel-centre convention."""
+    h, w = as_hw(image_size)
+    return jnp.array([(w - 1) / 2.0, (h - 1) / 2.0], jnp.float32)
+
+
+@jax.jit
+def affine_matrix(scale=1.0, rotation_deg=0.0, shear_deg=0.0, tx=0.0, ty=0.0, center=(0.0, 0.0)):
+    """nolearn_utils' `im_affine_transform` as a forward matrix, about `center`.
+
+    The original built skimage's inverse map c + A (q - c) with
+    A = AffineTransform(scale=1/scale, rotation, shear, translation=-t) in
+    the 2015 parameterisation [[k cos r, -k sin(r + shear)], [k sin r,
+    k cos(r + shear)]]. We return its inverse, so: `scale` > 1 zooms in,
+    positive rotation turns content counter-clockwise on screen, and the
+    translation is applied before rotation and scaling (content moves by
+    scale x t, rotated), all exactly as the original. Shear is in degrees
+    (the original passed radians straight to skimage).
+    """
+    k = 1.0 / jnp.asarray(scale, jnp.float32)
+    r = jnp.deg2rad(jnp.asarray(rotation_deg, jnp.float32))
+    s = jnp.deg2rad(jnp.asarray(shear_deg, jnp.float32))
+    inverse_map = _affine(k * jnp.cos(r), -k * jnp.sin(r + s), k * jnp.sin(r), k * jnp.cos(r + s),
+                          -jnp.asarray(tx, jnp.float32), -jnp.asarray(ty, jnp.float32))
+    center = jnp.asarray(center, jnp.float32)
+    cx, cy = center[..., 0], center[..., 1]
+    return translation(cx, cy) @ invert(inverse_map) @ translation(-cx, -cy)
+
+
+@functools.partial(jax.jit, static_argnames=("hw",))
+def flip_matrix(horizontal, vertical, hw):
+    """Mirror an H x W image left-right and/or up-down (booleans, broadcastable)."""
+    h, w = hw
+    sx = jnp.where(horizontal, -1.0, 1.0)
+    sy = jnp.where(vertical, -1.0, 1.0)
+    return _affine(sx, 0.0, 0.0, sy, jnp.where(horizontal, w - 1.0, 0.0), jnp.where(vertical, h - 1.0, 0.0))
+
+
+@jax.jit
+def transform_points(mats, pts):
+    """Map points (..., K, 2) by matrices (..., 3, 3)."""
+    pts = jnp.asarray(pts, jnp.float32)
+    return jnp.einsum("...ij,...kj->...ki", mats[..., :2, :2], pts) + mats[..., None, :2, 2]
+
+
+# --- warp ------------------------------------------------------------------------
+
+def _resample(flat, inv, hw, out_hw, order):
+    """Sample one padded, flattened image (P, X) at inv(M) q for every output pixel q: (N, X) float32.
+
+    flat holds the image with a one-pixel border of the fill value, so every
+    tap reads memory: indices are clamped into [-1, W] x [-1, H] and a
+    neighbour outside the image lands on the border.
+    """
+    (h, w), (ho, wo) = hw, out_hw
+    ys, xs = jnp.meshgrid(jnp.arange(ho, dtype=jnp.float32), jnp.arange(wo, dtype=jnp.float32), indexing="ij")
+    sx = inv[0, 0] * xs.ravel() + inv[0, 1] * ys.ravel() + inv[0, 2]
+    sy = inv[1, 0] * xs.ravel() + inv[1, 1] * ys.ravel() + inv[1, 2]
+    col = lambda v: jnp.clip(v, -1, w).astype(jnp.int32) + 1
+    row = lambda v: jnp.clip(v, -1, h).astype(jnp.int32) + 1
+    tap = lambda xi, yi: flat.at[yi * (w + 2) + xi].get(mode="promise_in_bounds").astype(jnp.float32)
+    if order == 0:
+        return tap(col(jnp.round(sx)), row(jnp.round(sy)))
+    x0, y0 = jnp.floor(sx), jnp.floor(sy)
+    fx, fy = (sx - x0)[:, None], (sy - y0)[:, None]
+    left, right, top, bottom = col(x0), col(x0 + 1), row(y0), row(y0 + 1)
+    upper = (1 - fx) * tap(left, top) + fx * tap(right, top)
+    lower = (1 - fx) * tap(left, bottom) + fx * tap(right, bottom)
+    return (1 - fy) * upper + fy * lower
+
+
+@functools.partial(jax.jit, static_argnames=("out_hw", "order"))
+def warp(images, mats, out_hw=None, order=1, cval=0.0):
+    """Resample a batch: output pixel q takes the input at inv(M) q.
+
+    images (B, H, W, C); mats (B, 3, 3), one per image, or (3, 3) shared by
+    the batch (then each output pixel's taps are computed once and fetch all
+    B images at a time: the fast path for test-time augmentation). order 1
+    is bilinear, order 0 nearest (for masks); samples outside the input read
+    `cval` (skimage's mode="constant"). One gather-based computation for the
+    whole batch; uint8 in gives rounded uint8 out.
+    """
+    if order not in (0, 1):
+        raise ValueError(f"warp supports order 0 (nearest) or 1 (bilinear), got {order}")
+    images = jnp.asarray(images)
+    b, h, w, c = images.shape
+    ho, wo = (h, w) if out_hw is None else out_hw
+    inv = invert(jnp.asarray(mats, jnp.float32))
+    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=cval)
+    if inv.ndim == 2:                 # shared: rows of B * C values per pixel
+        flat = padded.transpose(1, 2, 0, 3).reshape((h + 2) * (w + 2), b * c)
+        out = _resample(flat, inv, (h, w), (ho, wo), order).reshape(ho, wo, b, c).transpose(2, 0, 1, 3)
+    else:
+        resample = lambda f, m: _resample(f, m, (h, w), (ho, wo), order)
+        out = jax.vmap(resample)(padded.reshape(b, -1, c), jnp.broadcast_to(inv, (b, 3, 3)))
+        out = out.reshape(b, ho, wo, c)
+    if images.dtype == jnp.uint8:
+        return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
+    return out.astype(images.dtype)
+
+
+# --- boxes -----------------------------------------------------------------------
+
+def _mask_bbox(mask):
+    """(x, y, w, h) of the True pixels of (B, H, W) masks; zeros when empty."""
+    _, h, w = mask.shape
+    rows, cols = mask.any(axis=2), mask.any(axis=1)
+    top, left = jnp.argmax(rows, axis=1), jnp.argmax(cols, axis=1)
+    bottom, right = h - jnp.argmax(rows[:, ::-1], axis=1), w - jnp.argmax(cols[:, ::-1], axis=1)
+    box = jnp.stack([left, top, right - left, bottom - top], axis=1).astype(jnp.float32)
+    return jnp.where(rows.any(axis=1)[:, None], box, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("hw",))
+def transform_boxes_by_mask(mats, boxes, hw):
+    """Move (B, 4) boxes as the original did: warp the box's mask, re-take its bounding box.
+
+    The original truncated the float box to pixel slices, warped the boolean
+    mask bilinearly and kept every pixel with nonzero coverage. We keep
+    coverage above 1e-3 so float32 rounding noise does not grow the box.
+    """
+    h, w = hw
+    boxes = jnp.asarray(boxes, jnp.float32)
+    left, top = jnp.floor(boxes[:, 0]), jnp.floor(boxes[:, 1])
+    right, bottom = jnp.floor(boxes[:, 0] + boxes[:, 2]), jnp.floor(boxes[:, 1] + boxes[:, 3])
+    xs, ys = jnp.arange(w, dtype=jnp.float32), jnp.arange(h, dtype=jnp.float32)
+    in_x = (xs >= left[:, None]) & (xs < right[:, None])
+    in_y = (ys >= top[:, None]) & (ys < bottom[:, None])
+    mask = (in_y[:, :, None] & in_x[:, None, :]).astype(jnp.float32)[..., None]
+    warped = warp(mask, mats, order=1)[..., 0]
+    return _mask_bbox(warped > 1e-3)
+
+
+@functools.partial(jax.jit, static_argnames=("hw",))
+def transform_boxes_by_corners(mats, boxes, hw):
+    """Bounding box of the 4 moved corners of each box's pixel area, clipped to the image.
+
+    A box covering pixels x .. x + w - 1 spans [x - 0.5, x + w - 0.5]; moving
+    that area and converting back keeps both methods on the same grid.
+    Both methods agree to about a pixel at any rotation and shear while the
+    box stays inside the image: an affine map sends a rectangle to a
+    parallelogram whose bounding box is set by its corners. They differ
+    where the mask cannot follow: the part of a box outside the input image
+    is lost before the warp (corners keep it), and bilinear coverage adds up
+    to a pixel around a slanted edge.
+    """
+    h, w = hw
+    boxes = jnp.asarray(boxes, jnp.float32)
+    x0, y0 = boxes[:, 0] - 0.5, boxes[:, 1] - 0.5
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    corners = jnp.stack([jnp.stack([x0, y0], -1), jnp.stack([x1, y0], -1),
+                         jnp.stack([x0, y1], -1), jnp.stack([x1, y1], -1)], axis=1)
+    moved = transform_points(mats, corners)
+    lo = jnp.clip(moved.min(axis=1) + 0.5, 0.0, jnp.array([w, h], jnp.float32))
+    hi = jnp.clip(moved.max(axis=1) + 0.5, 0.0, jnp.array([w, h], jnp.float32))
+    box = jnp.concatenate([lo, hi - lo], axis=1)
+    return jnp.where(jnp.all(hi > lo, axis=1, keepdims=True), box, 0.0)
+
+
+# --- random augmentation -----------------------------------------------------------
+
+def pick(key, batch, p):
+    """Boolean (batch,): int(batch * p) random samples, one more with probability frac(batch * p)."""
+    u = jax.random.uniform(key, (batch + 1,))
+    expected = batch * p
+    count = int(expected) + (u[batch] < expected - int(expected))
+    return jnp.argsort(u[:batch]) < count         # a random permutation's first `count` positions
+
+
+def _choose(u, choices):
+    """Uniform draws u in [0, 1) -> elements of `choices` (one random stream for all parameters)."""
+    choices = jnp.asarray(choices, jnp.float32)
+    return choices[jnp.minimum((u * len(choices)).astype(jnp.int32), len(choices) - 1)]
+
+
+@functools.partial(jax.jit, static_argnames=("batch", "augment"))
+def sample_affine_params(key, batch, augment: Augment):
+    """The original's draws: picked samples get each parameter from its choices, the rest identity."""
+    k_pick, k_draw = jax.random.split(key)
+    picked = pick(k_pick, batch, augment.probability)
+    draws = {"scale": (augment.scales, 1.0), "rotation_deg": (augment.rotations, 0.0),
+             "shear_deg": (augment.shears, 0.0), "ty": (augment.translations, 0.0),
+             "tx": (augment.translations, 0.0)}
+    u = jax.random.uniform(k_draw, (len(draws), batch))
+    params = {name: jnp.where(picked, _choose(ui, choices), identity)
+              for ui, (name, (choices, identity)) in zip(u, draws.items())}
+    return picked, params
+
+
+@functools.partial(jax.jit, static_argnames=("batch", "augment", "image_size"))
+def sample_affine(key, batch, augment: Augment, image_size):
+    """(B, 3, 3): a random im_affine_transform about the image centre, identity for unpicked samples."""
+    _, params = sample_affine_params(key, batch, augment)
+    return affine_matrix(**params, center=image_center(image_size))
+
+
+@functools.partial(jax.jit, static_argnames=("batch", "augment", "image_size"))
+def sample_flips(key, batch, augment: Augment, image_size):
+    """(B, 3, 3) mirror matrices, horizontal and vertical picked independently."""
+    kh, kv = jax.random.split(key)
+    return flip_matrix(pick(kh, batch, augment.flip_horizontal), pick(kv, batch, augment.flip_vertical),
+                       as_hw(image_size))
+
+
+@functools.partial(jax.jit, static_argnames=("augment",))
+def photometric(key, images, augment: Augment):
+    """Gamma (skimage adjust_gamma: x ** gamma) on picked samples, then brightness.
+
+    Brightness multiplies every sample by a draw from `augment.brightness`
+    (our reading of the naive baseline; the choices include 1). Images are
+    float in [0, 1] and stay there.
+    """
+    batch = images.shape[0]
+    k_pick, k_draw = jax.random.split(key)
+    u = jax.random.uniform(k_draw, (2, batch))
+    per_sample = (batch,) + (1,) * (images.ndim - 1)
+    if augment.gamma_probability > 0:
+        gamma = jnp.where(pick(k_pick, batch, augment.gamma_probability), _choose(u[0], augment.gammas), 1.0)
+        images = images ** gamma.reshape(per_sample)
+    if tuple(augment.brightness) != (1.0,):
+        images = jnp.clip(images * _choose(u[1], augment.brightness).reshape(per_sample), 0.0, 1.0)
+    return images
+
+
+@functools.partial(jax.jit, static_argnames=("augment",))
+def augment_batch(key, images, augment: Augment, points=None, boxes=None):
+    """The training-time augmentation, one call inside a jitted step.
+
+    images (B, H, W, C) float32 in [0, 1] (uint8 is scaled to that); returns
+    float32 in [0, 1]. points (B, K, 2) and boxes (B, 4) are in pixels of
+    these images and follow the same geometry (boxes by mask, as the
+    original). `augment` is static; its translations are pixels at this size.
+    """
+    images = jnp.asarray(images)
+    if images.dtype == jnp.uint8:
+        images = images.astype(jnp.float32) / 255.0
+    images = images.astype(jnp.float32)
+    batch, h, w = images.shape[:3]
+    k_flip, k_affine, k_photo = jax.random.split(key, 3)
+    mats = sample_affine(k_affine, batch, augment, (h, w)) @ sample_flips(k_flip, batch, augment, (h, w))
+    if augment.probability > 0 or augment.flip_horizontal > 0 or augment.flip_vertical > 0:
+        images = warp(images, mats)
+    images = photometric(k_photo, images, augment)
+    if points is not None:
+        points = transform_points(mats, points)
+    if boxes is not None:
+        boxes = transform_boxes_by_mask(mats, boxes, (h, w))
+    return images, points, boxes
