@@ -1,0 +1,36 @@
+"""python -m rightwhale.models NAME [--size S] [--classes K]: print a model's layer table."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import REGRESSION_OUTPUTS, get_model, layer_table, model_names
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rightwhale.models",
+        description="Print a nolearn-style table of a model's layers (name, output size, learnable "
+                    "parameters) and its total learnable parameters (batch-norm mean and variance "
+                    "excluded). Shapes only: nothing is compiled or allocated.")
+    parser.add_argument("name", choices=model_names(), metavar="NAME",
+                        help="model name, one of: " + ", ".join(model_names()))
+    parser.add_argument("--size", type=int, default=256, help="square input size in pixels (default 256)")
+    parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
+    parser.add_argument("--classes", type=int, default=447,
+                        help="number of classes for classifiers (default 447); the localizers always "
+                             "have 4 outputs")
+    args = parser.parse_args(argv)
+    num_outputs = REGRESSION_OUTPUTS.get(args.name, args.classes)
+    try:
+        model = get_model(args.name, num_outputs)
+        print(f"# {args.name}, input {args.size}x{args.size}x{args.channels}, {num_outputs} outputs")
+        print(layer_table(model, (args.size, args.size, args.channels)))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
