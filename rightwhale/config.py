@@ -142,6 +142,10 @@ _ORIGINAL_CLASSIFIER = Train(optimizer="nesterov", learning_rate=0.1, final_lear
 _ORIGINAL_LOCALIZER = Train(optimizer="adam", learning_rate=1e-4, max_epochs=1000, patience=150,
                             l2=1e-7, augment=ALIGN_AUGMENT)
 
+# The localizers' average pool leaves a 2x2 map at any input size, as the
+# original's window of 8 did at 256 px (the map before it is 1/16 of the input).
+WINDOWED_POOL_MODELS = ("localize_pts_dec31", "box_localizer")
+
 # stage -> preset -> (model, image size, Train, extra StageConfig fields)
 _PRESETS = {
     "naive": {
@@ -154,14 +158,14 @@ _PRESETS = {
     "localize": {
         "original": ("box_localizer", 256, dataclasses.replace(_ORIGINAL_LOCALIZER, augment=BOX_AUGMENT), {}),
         "cpu": ("box_localizer", 96, Train(optimizer="adam", learning_rate=1e-3, max_epochs=40,
-                                           patience=15, l2=1e-7, augment=BOX_AUGMENT), {"crop_size": 64}),
+                                           patience=15, l2=1e-7, augment=BOX_AUGMENT),
+                {"crop_size": 64}),
     },
     "align": {
-        "original": ("localize_pts_dec31", 256, _ORIGINAL_LOCALIZER,
-                     {"model_kwargs": {"pool_window": 8}, "tta": ORIGINAL_TTA}),
+        "original": ("localize_pts_dec31", 256, _ORIGINAL_LOCALIZER, {"tta": ORIGINAL_TTA}),
         "cpu": ("localize_pts_dec31", 128, Train(optimizer="adam", learning_rate=1e-3, max_epochs=60,
                                                  patience=20, l2=1e-7, augment=ALIGN_AUGMENT),
-                {"model_kwargs": {"pool_window": 4}, "tta": CPU_TTA, "crop_size": 64}),
+                {"tta": CPU_TTA, "crop_size": 64}),
     },
     "classify": {
         "original": ("resnet19", 256, _ORIGINAL_CLASSIFIER, {}),
@@ -187,5 +191,7 @@ def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
     stage_fields = {k: v for k, v in overrides.items() if k not in train_fields}
     cfg = StageConfig(stage=stage, preset=preset, model=model, image_size=size, train=train, **extra)
     cfg = dataclasses.replace(cfg, **stage_fields)
+    if cfg.model in WINDOWED_POOL_MODELS and "pool_window" not in cfg.model_kwargs:
+        cfg = dataclasses.replace(cfg, model_kwargs={**cfg.model_kwargs, "pool_window": max(cfg.image_size // 32, 1)})
     return dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, augment=cfg.train.augment.rescaled(cfg.image_size)))

@@ -163,20 +163,6 @@ def _encode(image: np.ndarray, name: str) -> bytes:
     return buf.getvalue()
 
 
-def sloth_points(points: dict) -> list:
-    """Sloth JSON (the points1.json format) of image -> (x, y)."""
-    return [{"filename": name, "class": "image",
-             "annotations": [{"class": "point", "x": float(x), "y": float(y)}]}
-            for name, (x, y) in points.items()]
-
-
-def sloth_boxes(boxes: dict) -> list:
-    """Sloth JSON (the head-box format) of image -> (x, y, w, h)."""
-    return [{"filename": name, "class": "image",
-             "annotations": [{"class": "rect", "x": float(x), "y": float(y), "width": float(w), "height": float(h)}]}
-            for name, (x, y, w, h) in boxes.items()]
-
-
 def _csv_text(header, rows) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -193,12 +179,12 @@ def _filtered_csv(path: Path, keep) -> str:
 
 
 def _read_sloth(path, cls, keys, present, problems) -> dict:
-    found = data._read_annotations(Path(path), cls, keys, present, problems)
+    found = data.read_sloth(Path(path), cls, keys, present, problems)
     return {name: values for name, (_, values) in found.items()}
 
 
 def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=None, boxes=None,
-                  box_pad=0.0) -> dict:
+                  box_pad=0.0, predicted: bool = False, progress: bool = True) -> dict:
     """Write head crops of every annotated image of `data_dir` as a new data directory `out`.
 
     OUT/imgs/<name> (same names), OUT/train.csv restricted to the cropped
@@ -210,7 +196,10 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
     With `boxes` (a Sloth rect file, e.g. the localizer's) the crops are
     those boxes grown by `box_pad` instead of heads placed by the points.
     Unusable images are skipped and returned as `problems`; crops that fell
-    back to the whole photo are listed in `fallback`.
+    back to the whole photo are listed in `fallback`. With `predicted` the
+    points are a model's guesses, not annotations: as in the original, a
+    finite pair that cannot place a head (coinciding, off the photo) gives
+    the whole photo instead of being skipped.
     """
     data_dir, out = Path(data_dir), Path(out)
     if out.resolve() == data_dir.resolve():
@@ -224,7 +213,7 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
     from rightwhale.images import BadImage, read_image     # images imports data; keep import order simple
 
     new_p1, new_p2, done, fallback = {}, {}, [], []
-    for name in tqdm([*survey.train, *survey.test], desc="crops", unit="photo"):
+    for name in tqdm([*survey.train, *survey.test], desc="crops", unit="photo", disable=not progress):
         path = str(survey.image_path(name))
         has_points = name in bonnet and name in blowhead
         if box_of is not None and name not in box_of:
@@ -243,11 +232,15 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
         hw = np.array([h, w], np.float32)
         if box_of is None:
             reason = unusable_points_reason(bonnet[name], blowhead[name], w, h)
-            if reason:
+            finite = np.isfinite(np.stack([bonnet[name], blowhead[name]])).all()
+            if reason and not (predicted and finite):
                 problems.append(data.Problem(path, None, reason, "degenerate points"))
                 continue
-            mat = head_crop_matrix(bonnet[name], blowhead[name], hw, out_w, out_h)
-            whole = crop_falls_back(bonnet[name], blowhead[name], hw)
+            if reason:
+                mat, whole = whole_photo_matrix(hw, out_w, out_h), True
+            else:
+                mat = head_crop_matrix(bonnet[name], blowhead[name], hw, out_w, out_h)
+                whole = crop_falls_back(bonnet[name], blowhead[name], hw)
         else:
             mat = box_crop_matrix(box_of[name], hw, out_w, out_h, box_pad)
             whole = box_falls_back(box_of[name], hw, box_pad)
@@ -267,8 +260,8 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
             write_text(out / extra, _filtered_csv(data_dir / extra, kept & set(survey.test)))
     if (data_dir / "whale_types.csv").is_file():
         write_bytes(out / "whale_types.csv", (data_dir / "whale_types.csv").read_bytes())
-    write_json(out / "points1.json", sloth_points(new_p1))
-    write_json(out / "points2.json", sloth_points(new_p2))
+    write_json(out / "points1.json", data.sloth_points(new_p1))
+    write_json(out / "points2.json", data.sloth_points(new_p2))
     return {"cropped": done, "fallback": fallback, "problems": problems}
 
 

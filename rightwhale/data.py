@@ -246,7 +246,7 @@ def _read_submission(path: Path, present: set[str], problems) -> tuple[list[str]
     return classes, test
 
 
-def _read_annotations(path: Path, cls: str, keys, present: set[str], problems) -> dict:
+def read_sloth(path: Path, cls: str, keys, present: set[str], problems) -> dict:
     """Sloth JSON: image -> (line, values of `keys`) for entries with one `cls` annotation."""
     found = {}
     for line, entry in _read_json_list(path):
@@ -285,6 +285,20 @@ def _read_annotations(path: Path, cls: str, keys, present: set[str], problems) -
         else:
             found[name] = (line, np.asarray(values, dtype=np.float64))
     return found
+
+
+def sloth_points(points: dict) -> list:
+    """Sloth JSON (the points1.json format) of image -> (x, y)."""
+    return [{"filename": name, "class": "image",
+             "annotations": [{"class": "point", "x": float(x), "y": float(y)}]}
+            for name, (x, y) in points.items()]
+
+
+def sloth_boxes(boxes: dict) -> list:
+    """Sloth JSON (the head-box format) of image -> (x, y, w, h)."""
+    return [{"filename": name, "class": "image",
+             "annotations": [{"class": "rect", "x": float(x), "y": float(y), "width": float(w), "height": float(h)}]}
+            for name, (x, y, w, h) in boxes.items()]
 
 
 def annotation_file(root: Path, filename: str) -> Path | None:
@@ -349,7 +363,7 @@ ANNOTATION_FILES = (("bonnet", "points1.json", "point", ("x", "y")),
 def _attach_annotations(survey: Survey, present: set[str], photo_size: _PhotoSizes) -> None:
     for attr, filename, cls, keys in ANNOTATION_FILES:
         path = annotation_file(survey.root, filename)
-        found = _read_annotations(path, cls, keys, present, survey.problems) if path else {}
+        found = read_sloth(path, cls, keys, present, survey.problems) if path else {}
         kept = getattr(survey, attr)
         for name, (line, values) in found.items():
             size = photo_size(name)

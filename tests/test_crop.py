@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rightwhale import crop
+from rightwhale import crop, data
 from rightwhale.transforms import invert, transform_points
 
 
@@ -70,11 +70,6 @@ def write_jpeg(path, size=(64, 48), value=120):
     Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path, "JPEG")
 
 
-def sloth(points):
-    return [{"filename": n, "class": "image", "annotations": [{"class": "point", "x": x, "y": y}]}
-            for n, (x, y) in points.items()]
-
-
 @pytest.fixture
 def tiny_survey(tmp_path):
     root = tmp_path / "survey"
@@ -89,8 +84,8 @@ def tiny_survey(tmp_path):
               "w_5.jpg": (30.0, 20.0), "w_6.jpg": (33.0, 20.0)}
     blowhead = {"w_1.jpg": (30.0, 25.0), "w_3.jpg": (35.0, 30.0), "w_4.jpg": (20.0, 20.0),
                 "w_5.jpg": (30.0, 20.0), "w_6.jpg": (30.0, 20.0)}
-    (root / "points1.json").write_text(json.dumps(sloth(bonnet)))
-    (root / "points2.json").write_text(json.dumps(sloth(blowhead)))
+    (root / "points1.json").write_text(json.dumps(data.sloth_points(bonnet)))
+    (root / "points2.json").write_text(json.dumps(data.sloth_points(blowhead)))
     return root
 
 
@@ -143,7 +138,7 @@ def test_cli_box_crops(tiny_survey, tmp_path):
     img = np.full((48, 64, 3), 30, np.uint8)
     img[10:30, 20:44] = 220
     Image.fromarray(img).save(tiny_survey / "imgs" / "w_1.jpg", "JPEG", quality=95)
-    (tmp_path / "boxes.json").write_text(json.dumps(crop.sloth_boxes({"w_1.jpg": (20, 10, 24, 20)})))
+    (tmp_path / "boxes.json").write_text(json.dumps(data.sloth_boxes({"w_1.jpg": (20, 10, 24, 20)})))
     result = crop.crop_data_dir(tiny_survey, tmp_path / "boxes", 12, 10, boxes=tmp_path / "boxes.json")
     assert result["cropped"] == ["w_1.jpg"] and result["fallback"] == []
     assert sum(p.kind == "missing box" for p in result["problems"]) == 4    # w_2, w_3, w_5, w_6

@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""python ensemble.py [--runs RUN ...]: stack classifier features (see rightwhale/ensemble.py)."""
+import sys
+
+from rightwhale.ensemble import main
+
+if __name__ == "__main__":
+    sys.exit(main())

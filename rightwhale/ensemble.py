@@ -1,0 +1,152 @@
+"""python ensemble.py: stack the GAP features of several classifier runs (stage 5).
+
+Reads features.npz of each classify run, concatenates the features of every
+image, and fits `stacking.Stacker` on the out-of-fold ones (the stored
+validation split, which no feature model trained on), C tuned by
+cross-validation. It reports the stacker's held-out log loss (nested
+cross-validation) next to the best single model and the plain average of
+the models' probabilities, and shows the writeup's trap: the same stacker
+fitted on in-fold features (the models' own training images) reaches near
+zero training loss and says nothing about new photos.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from rightwhale import atomic, metrics
+from rightwhale.data import DataError
+from rightwhale.report import table
+from rightwhale.stacking import Stacker, choose_params, nested_cv_proba
+from rightwhale.submission import read_submission, write_submission
+
+SPLITS = ("train", "valid", "test")
+
+
+def default_runs(runs_root="runs") -> list[Path]:
+    return sorted(p for p in Path(runs_root).glob("classify-aligned-*") if (p / "features.npz").is_file())
+
+
+def load_features(run_dir) -> dict:
+    path = Path(run_dir) / "features.npz"
+    if not path.is_file():
+        raise DataError(f"{run_dir}: no features.npz; train it with `python train.py --stage classify` first")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def stack_features(runs: list[dict], split: str) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """(names every run has, concatenated features, labels) of one split, in the first run's order."""
+    common = set.intersection(*(set(r[f"{split}_names"].tolist()) for r in runs))
+    names = [n for n in runs[0][f"{split}_names"].tolist() if n in common]
+    feats, probs = [], []
+    for r in runs:
+        pos = {n: i for i, n in enumerate(r[f"{split}_names"].tolist())}
+        idx = [pos[n] for n in names]
+        feats.append(r[f"{split}_features"][idx])
+        probs.append(r[f"{split}_probabilities"][idx])
+    labels = None
+    if f"{split}_labels" in runs[0]:
+        pos = {n: i for i, n in enumerate(runs[0][f"{split}_names"].tolist())}
+        labels = runs[0][f"{split}_labels"][[pos[n] for n in names]]
+    return names, np.concatenate(feats, axis=1), np.stack(probs), labels
+
+
+def _scores(probs, labels) -> dict:
+    loss = metrics.log_loss(probs, labels)
+    return {"log loss": loss, "log loss / ln K": loss / math.log(probs.shape[1]),
+            "top-1 accuracy": metrics.top_k_accuracy(probs, labels, 1)}
+
+
+def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = False, log=print) -> dict:
+    run_dirs = [Path(r) for r in run_dirs]
+    if not run_dirs:
+        raise DataError("no classifier runs to stack: train some with `python train.py --stage classify "
+                        "[--model NAME]` or name them with --runs")
+    runs = [load_features(r) for r in run_dirs]
+    classes = runs[0]["classes"].tolist()
+    for r, d in zip(runs[1:], run_dirs[1:]):
+        if r["classes"].tolist() != classes:
+            raise DataError(f"{d}: its class columns differ from {run_dirs[0]}'s; stack runs of one data set")
+    k = len(classes)
+    names, X, probs, y = stack_features(runs, "valid")
+    log(f"stacking {len(run_dirs)} run(s): {X.shape[1]} features, {len(names)} out-of-fold (validation) images")
+
+    rows = [{"model": d.name, **_scores(p, y)} for d, p in zip(run_dirs, probs)]
+    best = min(rows, key=lambda r: r["log loss"])
+    rows.append({"model": "plain average of the models", **_scores(probs.mean(axis=0), y)})
+    params, losses = choose_params(X, y, k, folds=folds, seed=seed)
+    rows.append({"model": f"stacker, out-of-fold (nested {folds}-fold CV)",
+                 **_scores(nested_cv_proba(X, y, k, folds=folds, seed=seed), y)})
+
+    # The trap: fit on in-fold features (each model's own training images).
+    train_names, X_train, _, y_train = stack_features(runs, "train")
+    trap = Stacker(k, *params).fit(X_train, y_train)
+    rows.append({"model": "stacker fitted in-fold: its training images", **_scores(trap.predict_proba(X_train), y_train)})
+    rows.append({"model": "stacker fitted in-fold: validation images", **_scores(trap.predict_proba(X), y)})
+
+    out_dir = Path(out_dir)
+    stacker = Stacker(k, *params).fit(X, y)
+    stacker.save(out_dir / "stacker.npz")
+    atomic.write_json(out_dir / "stacker.json", {"runs": [str(d.resolve()) for d in run_dirs], "classes": classes,
+                                                 "feature_dims": [int(r["valid_features"].shape[1]) for r in runs],
+                                                 "C": params[0], "floor": params[1],
+                                                 "cv_log_loss": {f"C={c} floor={f}": v for (c, f), v in losses.items()}})
+    results = {"runs": [d.name for d in run_dirs], "chosen C": params[0], "chosen floor": params[1],
+               "best single model": best["model"],
+               "table": rows}
+    sub = _write_test_submission(runs, run_dirs, stacker, out_dir, classes, gzip, log)
+    if sub:
+        results["submission"] = str(sub)
+    atomic.write_json(out_dir / "results.json", results)
+    atomic.write_text(out_dir / "report.md", "\n".join([
+        "# Ensemble: logistic regression on concatenated GAP features", "",
+        f"Runs: {', '.join(results['runs'])}. C = {params[0]}, prior floor = {params[1]} "
+        f"(chosen by {folds}-fold CV on the validation split).", "",
+        table(rows), "",
+        "The in-fold rows are the writeup's trap: near-perfect on the images the feature models trained on, "
+        "no better on new ones. Only the out-of-fold row estimates the loss on new photos.", ""]))
+    return results
+
+
+def _write_test_submission(runs, run_dirs, stacker, out_dir, classes, gzip, log):
+    """Stacked test probabilities; rows (and their order) from the runs' own submission."""
+    sub_path = run_dirs[0] / "submission.csv"
+    if not sub_path.is_file():
+        return None
+    rows, sub_classes, first_probs = read_submission(sub_path)
+    if sub_classes != classes:
+        raise DataError(f"{sub_path}: class columns differ from features.npz")
+    names, X_test, test_probs, _ = stack_features(runs, "test")
+    stacked = dict(zip(names, stacker.predict_proba(X_test))) if names else {}
+    fallback = dict(zip(rows, first_probs))  # images some model could not crop: that model's prior row
+    missing = [r for r in rows if r not in stacked]
+    if missing:
+        log(f"{len(missing)} test image(s) lack features in some run; they keep {run_dirs[0].name}'s row")
+    out = out_dir / ("submission.csv.gz" if gzip else "submission.csv")
+    return write_submission(out, rows, classes, np.stack([stacked.get(r, fallback[r]) for r in rows]))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python ensemble.py", description=__doc__.split("\n")[0],
+                                epilog="example: python ensemble.py --runs runs/classify-aligned-resnet19 "
+                                       "runs/classify-aligned-cropped_dec21_3")
+    p.add_argument("--runs", nargs="*", help="classify run folders (default: every runs/classify-aligned-*)")
+    p.add_argument("--runs-root", default="runs", help="where the default runs are looked for")
+    p.add_argument("--out", default="runs/ensemble", help="output folder (default runs/ensemble)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds for C and the held-out loss")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gzip", action="store_true", help="write submission.csv.gz")
+    args = p.parse_args(argv)
+    try:
+        results = run_ensemble(args.runs or default_runs(args.runs_root), args.out, args.folds, args.seed, args.gzip)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table(results["table"]))
+    print(f"\nreport: {Path(args.out) / 'report.md'}")
+    return 0

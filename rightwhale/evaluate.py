@@ -1,0 +1,104 @@
+"""python -m rightwhale.evaluate --run R --data-dir DIR: score a trained classifier on any labelled folder.
+
+The folder is in the Kaggle layout (imgs/ + train.csv, and test_labels.csv
+when it has one) of inputs like the run's: head crops for a classify run,
+whole photos for a naive run. Whales the run never saw cannot be predicted;
+they count (at Kaggle's clipped probability) unless --ignore-unseen drops
+them, and either way the report says how many there were.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from rightwhale import metrics
+from rightwhale.cache import build_cache
+from rightwhale.checkpoint import load_variables
+from rightwhale.data import DataError, load_survey, report_problems
+from rightwhale.models import get_model
+from rightwhale.report import table
+from rightwhale.stages.classify import softmax
+from rightwhale.training import predict
+
+
+def load_classifier(run_dir):
+    """(model, variables, config dict, classes) of a naive or classify run folder."""
+    run_dir = Path(run_dir)
+    for need in ("config.json", "best.msgpack", "features.npz"):
+        if not (run_dir / need).is_file():
+            raise DataError(f"{run_dir}: no {need}; is this a finished naive or classify run folder?")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    with np.load(run_dir / "features.npz", allow_pickle=False) as z:
+        classes = [str(c) for c in z["classes"]]
+    model = get_model(cfg["model"], len(classes), **cfg.get("model_kwargs", {}))
+    return model, load_variables(run_dir / "best.msgpack"), cfg, classes
+
+
+def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 16, progress=True) -> dict:
+    model, variables, cfg, classes = load_classifier(run_dir)
+    survey = load_survey(data_dir)
+    report_problems(survey.problems)
+    labelled = {**survey.train, **survey.test_labels}
+    index = {c: i for i, c in enumerate(classes)}
+    unseen = [n for n, whale in labelled.items() if whale not in index]
+    names = [n for n in labelled if n in index or not ignore_unseen]
+    cache = build_cache(data_dir, cfg["image_size"], progress=progress)
+    names = [n for n in names if n in cache.names]
+    if not names:
+        raise DataError(f"{data_dir}: no labelled image to score")
+    probs = softmax(predict(model, variables, cache.images[[cache.index(n) for n in names]], batch_size)[0])
+    # Unseen whales get their own column of zero probability: Kaggle's clipping then scores them.
+    probs = np.concatenate([probs, np.zeros((len(names), 1))], axis=1)
+    labels = np.array([index.get(labelled[n], len(classes)) for n in names])
+    hits = metrics.top_k_hits(probs, labels, 1)
+    per_class = []
+    for whale in sorted({labelled[n] for n in names}):
+        rows = np.array([labelled[n] == whale for n in names])
+        per_class.append({"whale": whale, "images": int(rows.sum()), "seen in training": whale in index,
+                          "top-1 accuracy": float(hits[rows].mean()),
+                          "mean p(true)": float(probs[rows, labels[rows]].mean())})
+    loss = metrics.log_loss(probs, labels)
+    return {"images": len(names), "whales": len(per_class), "unseen-whale images": len(unseen),
+            "unseen images dropped": len(unseen) if ignore_unseen else 0,
+            "log loss": loss, "log loss / ln K": loss / math.log(len(classes)),
+            "top-1 accuracy": float(hits.mean()),
+            "top-5 accuracy": metrics.top_k_accuracy(probs, labels, min(5, len(classes))),
+            "per_class": per_class}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rightwhale.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--run", required=True, help="a naive or classify run folder (runs/classify-...)")
+    p.add_argument("--data-dir", required=True, help="labelled folder in the Kaggle layout (imgs/ + train.csv)")
+    p.add_argument("--ignore-unseen", action="store_true",
+                   help="drop images of whales the run never saw instead of scoring them as misses")
+    p.add_argument("--per-class", action="store_true", help="print the per-whale table")
+    p.add_argument("--out", help="write the scores as JSON here")
+    p.add_argument("--batch-size", type=int, default=16)
+    args = p.parse_args(argv)
+    try:
+        result = evaluate(args.run, args.data_dir, args.ignore_unseen, args.batch_size)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for key, value in result.items():
+        if key != "per_class":
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    if result["unseen-whale images"] and not args.ignore_unseen:
+        print(f"note: {result['unseen-whale images']} image(s) show whales the run never saw; they are "
+              "scored as misses (add --ignore-unseen to leave them out)")
+    if args.per_class:
+        print(table(result["per_class"]))
+    if args.out:
+        from rightwhale.atomic import write_json
+        write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

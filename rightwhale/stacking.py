@@ -1,0 +1,111 @@
+"""Stage 5: stack the GAP features of several classifiers with a logistic regression.
+
+The writeup's lesson: features the classifiers extracted from their own
+training images are separable by construction (the stacker reaches ~100%
+training accuracy and learns nothing transferable). The stacker must be
+fitted on out-of-fold features: images the feature models never trained
+on. Here those are the stored validation split; C is tuned and the held-out
+loss measured by nested cross-validation over it.
+
+Out-of-fold images are few (one or two per whale), so a cross-validation
+fold often lacks a whale entirely; the logistic regression then gives it
+probability zero. The stacker therefore mixes its softmax with the class
+prior of what it was fitted on: p = (1 - floor) * softmax + floor * prior,
+with C and floor tuned together.
+
+`Stacker` follows scikit-learn's estimator API (fit / predict_proba) and is
+saved as plain arrays (npz, no pickle): scaler mean and scale, coefficients,
+intercepts, prior and the hyper-parameters.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
+
+from rightwhale import atomic
+from rightwhale.metrics import log_loss
+
+C_GRID = (0.003, 0.03, 0.3)
+FLOOR_GRID = (0.05, 0.2, 0.5)
+GRID = tuple((C, floor) for C in C_GRID for floor in FLOOR_GRID)
+
+
+@dataclass
+class Stacker:
+    """Standardise, multinomial logistic regression over `num_classes` columns, prior floor."""
+    num_classes: int
+    C: float = 0.1
+    floor: float = 0.2
+    max_iter: int = 2000
+    mean_: np.ndarray | None = None
+    scale_: np.ndarray | None = None
+    coef_: np.ndarray | None = None        # (num_classes, features); unseen classes get zeros
+    intercept_: np.ndarray | None = None   # unseen classes get -inf: only the floor reaches them
+    prior_: np.ndarray | None = None       # add-one smoothed frequencies of the fitted labels
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> "Stacker":
+        features = np.asarray(features, np.float64)
+        self.mean_ = features.mean(axis=0)
+        self.scale_ = features.std(axis=0) + 1e-8
+        seen = np.unique(labels)
+        self.prior_ = (np.bincount(labels, minlength=self.num_classes) + 1.0) / (len(labels) + self.num_classes)
+        self.coef_ = np.zeros((self.num_classes, features.shape[1]))
+        self.intercept_ = np.full(self.num_classes, -np.inf)
+        if len(seen) == 1:            # one class: it gets everything
+            self.intercept_[seen[0]] = 0.0
+            return self
+        lr = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        lr.fit((features - self.mean_) / self.scale_, labels)
+        coef, intercept = lr.coef_, lr.intercept_
+        if len(seen) == 2:            # sklearn's binary form: one row for the second class
+            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+        self.coef_[lr.classes_] = coef
+        self.intercept_[lr.classes_] = intercept
+        return self
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        z = ((np.asarray(features, np.float64) - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return (1 - self.floor) * z / z.sum(axis=1, keepdims=True) + self.floor * self.prior_
+
+    def save(self, path) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, num_classes=self.num_classes, C=self.C, floor=self.floor, mean=self.mean_,
+                 scale=self.scale_, coef=self.coef_, intercept=self.intercept_, prior=self.prior_)
+        atomic.write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path) -> "Stacker":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(int(z["num_classes"]), float(z["C"]), float(z["floor"]), mean_=z["mean"],
+                       scale_=z["scale"], coef_=z["coef"], intercept_=z["intercept"], prior_=z["prior"])
+
+
+def cross_val_proba(features, labels, num_classes, params, folds=5, seed=0) -> np.ndarray:
+    """Out-of-fold probabilities: each row predicted by a stacker (C, floor) that never saw it."""
+    out = np.zeros((len(labels), num_classes))
+    for fit_idx, held_idx in KFold(min(folds, len(labels)), shuffle=True, random_state=seed).split(features):
+        stacker = Stacker(num_classes, *params).fit(features[fit_idx], labels[fit_idx])
+        out[held_idx] = stacker.predict_proba(features[held_idx])
+    return out
+
+
+def choose_params(features, labels, num_classes, grid=GRID, folds=5, seed=0) -> tuple[tuple, dict]:
+    """The (C, floor) of lowest cross-validated log loss, and the loss of every pair tried."""
+    losses = {params: log_loss(cross_val_proba(features, labels, num_classes, params, folds, seed), labels)
+              for params in grid}
+    return min(losses, key=losses.get), losses
+
+
+def nested_cv_proba(features, labels, num_classes, grid=GRID, folds=5, seed=0) -> np.ndarray:
+    """Held-out probabilities with (C, floor) chosen inside each outer fold: an honest estimate."""
+    out = np.zeros((len(labels), num_classes))
+    for fit_idx, held_idx in KFold(min(folds, len(labels)), shuffle=True, random_state=seed).split(features):
+        params, _ = choose_params(features[fit_idx], labels[fit_idx], num_classes, grid, folds, seed)
+        stacker = Stacker(num_classes, *params).fit(features[fit_idx], labels[fit_idx])
+        out[held_idx] = stacker.predict_proba(features[held_idx])
+    return out

@@ -1,0 +1,105 @@
+"""`python train.py --stage {naive,localize,align,classify}`: the four stages of the original.
+
+Each stage reads the data directory (the embedded synthetic survey by
+default), the one stored split and the image cache, trains, and writes a run
+folder (runs/<stage> by default) with config.json, best weights, history,
+predictions, figures and report.md.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from rightwhale.config import PRESETS, STAGES, stage_config
+from rightwhale.data import DataError, resolve_data_dir
+
+EPILOG = """examples:
+  python train.py --stage align                      # aligner on the embedded survey, CPU preset
+  python train.py --stage classify                   # classifier on the aligned head crops
+  python train.py --stage localize && python train.py --stage classify --crops boxes
+  python train.py --stage classify --crops DIR       # a folder of ready crops (imgs/ + train.csv)
+  python train.py --stage naive --preset original --data-dir /data/kaggle
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python train.py", description=__doc__.split("\n")[0].strip("`"),
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", required=True, choices=STAGES,
+                   help="naive: whole-photo classifier; localize: head-box regressor and box crops; "
+                        "align: bonnet/blowhead aligner and aligned head crops; classify: classifier on crops")
+    p.add_argument("--data-dir", help="data directory in the Kaggle layout (train.csv, imgs/, "
+                                      "sample_submission.csv, points1/2.json); default: the embedded "
+                                      "synthetic survey in ./data/synthetic-survey, generated on first use")
+    p.add_argument("--preset", choices=PRESETS, default="cpu",
+                   help="cpu: small inputs, finishes in minutes on 2 cores (default); "
+                        "original: the 2015 solution's sizes and hyper-parameters (GPU)")
+    p.add_argument("--model", help="network from the registry (python -m rightwhale.models --list); "
+                                   "default: the stage's model of the preset")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 16, as the original)")
+    p.add_argument("--learning-rate", type=float, help="learning rate (default: the preset's)")
+    p.add_argument("--image-size", type=int, help="network input size (default: the preset's)")
+    p.add_argument("--crop-size", type=int, help="localize/align: size of the head crops they write (default: the preset's)")
+    p.add_argument("--seed", type=int, help="training seed (data order, init, augmentation); default 42")
+    p.add_argument("--crops", default="aligned",
+                   help="classify only: 'aligned' (runs/align/crops, default), 'boxes' "
+                        "(runs/localize/crops) or a data directory of ready crops")
+    p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
+    p.add_argument("--run-dir", help="this run's folder (default RUNS/<stage>, classify: RUNS/classify-<crops>-<model>)")
+    p.add_argument("--continue-training", action="store_true",
+                   help="resume the run in --run-dir from its last checkpoint (optimizer and PRNG state included)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    return p
+
+
+def _overrides(args) -> dict:
+    names = {"model": "model", "epochs": "max_epochs", "batch_size": "batch_size",
+             "learning_rate": "learning_rate", "image_size": "image_size", "crop_size": "crop_size",
+             "seed": "seed"}
+    return {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+
+
+def default_run_dir(args, cfg) -> Path:
+    if args.run_dir:
+        return Path(args.run_dir)
+    if args.stage != "classify":
+        return Path(args.runs) / args.stage
+    crops = args.crops if args.crops in ("aligned", "boxes") else Path(args.crops).name
+    return Path(args.runs) / f"classify-{crops}-{cfg.model}"
+
+
+def run_stage(args) -> dict:
+    """Resolve data, configuration and folders, then run one stage; returns its results."""
+    from rightwhale.stages import crops
+    from rightwhale.stages.workspace import open_workspace
+    cfg = stage_config(args.stage, args.preset, **_overrides(args))
+    progress = not args.no_progress
+    parent = None
+    if args.stage == "classify":
+        data_dir = crops.resolve(args.crops, Path(args.runs))
+        parent = crops.parent_survey(data_dir)
+    else:
+        data_dir = resolve_data_dir(args.data_dir)
+    run_dir = default_run_dir(args, cfg)
+    print(f"{args.stage}: data {data_dir}, model {cfg.model}, input {cfg.image_size}px, run folder {run_dir}")
+    ws = open_workspace(cfg, data_dir, run_dir, resume=args.continue_training, parent=parent, progress=progress)
+    results = importlib.import_module(f"rightwhale.stages.{args.stage}").run(ws)
+    print(f"\n{args.stage} results ({run_dir / 'report.md'}):")
+    for key, value in results.items():
+        print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+    return results
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.stage != "classify" and args.crops != "aligned":
+        parser().error("--crops applies to --stage classify only")
+    try:
+        run_stage(args)
+    except (DataError, FileExistsError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

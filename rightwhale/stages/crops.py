@@ -1,0 +1,67 @@
+"""Crops as data directories: how localize and align hand their output to classify.
+
+A crop directory is in the Kaggle layout (imgs/, train.csv,
+sample_submission.csv) plus source.json naming the survey it was cut from,
+so the classifier reuses that survey's stored split: no image validates one
+stage after training another.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from rightwhale import atomic, crop
+from rightwhale.data import DataError, load_survey, report_problems, sloth_boxes, sloth_points
+
+CROP_SOURCES = {"aligned": ("align", "head"), "boxes": ("localize", "box")}
+
+
+class MissingInput(DataError):
+    """A stage's prerequisite is missing; the message names the command that makes it."""
+
+
+def write_crops(ws, kind: str, points: dict | None = None, boxes: dict | None = None) -> dict:
+    """Write run/crops from photo-pixel points (kind "head") or boxes (kind "box")."""
+    out, partial = ws.path("crops"), ws.path("crops.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    size = ws.cfg.crop_size
+    if kind == "head":
+        for file, which in (("points1.json", 0), ("points2.json", 1)):
+            atomic.write_json(ws.path(file), sloth_points({n: p[which] for n, p in points.items()}))
+        made = crop.crop_data_dir(ws.survey.root, partial, size, size,
+                                  points1=ws.path("points1.json"), points2=ws.path("points2.json"),
+                                  predicted=True, progress=ws.progress)
+    else:
+        atomic.write_json(ws.path("boxes.json"), sloth_boxes(boxes))
+        made = crop.crop_data_dir(ws.survey.root, partial, size, size, boxes=ws.path("boxes.json"),
+                                  progress=ws.progress)
+    atomic.write_json(partial / "source.json", {"survey": str(ws.survey.root.resolve()), "kind": kind,
+                                                "stage": ws.cfg.stage, "run": str(ws.run_dir.resolve())})
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    # the survey's own problems were reported when it was opened
+    report_problems([p for p in made["problems"] if p not in ws.survey.problems])
+    return {"count": len(made["cropped"]), "fallback": made["fallback"]}
+
+
+def resolve(arg: str, runs_root: Path) -> Path:
+    """--crops aligned | boxes | DIR -> a crop data directory, or a MissingInput naming the fix."""
+    if arg in CROP_SOURCES:
+        stage, _ = CROP_SOURCES[arg]
+        path = Path(runs_root) / stage / "crops"
+        if not (path / "train.csv").is_file():
+            raise MissingInput(f"no {arg} head crops in {path}: run `python train.py --stage {stage}` first "
+                               "(with the same --data-dir), or pass --crops DIR for a folder of crops")
+        return path
+    path = Path(arg)
+    if not (path / "train.csv").is_file():
+        raise MissingInput(f"--crops {arg}: not a data directory of crops (no train.csv); use "
+                           "'aligned', 'boxes' or a folder of JPEGs in imgs/ plus train.csv")
+    return path
+
+
+def parent_survey(crops_dir: Path):
+    """The survey the crops were cut from, or None for a plain folder of crops."""
+    source = Path(crops_dir) / "source.json"
+    return load_survey(json.loads(source.read_text())["survey"]) if source.is_file() else None

@@ -1,0 +1,138 @@
+"""What every stage reads and writes: the survey, the one stored split, caches, the run folder.
+
+A run folder holds the resolved configuration (config.json), the training
+loop's files (best.msgpack, last.msgpack, history.json, history.png), the
+stage's predictions and figures, and report.md tying them together.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rightwhale import atomic
+from rightwhale.cache import ImageCache, build_cache
+from rightwhale.config import StageConfig
+from rightwhale.data import DataError, Survey, load_survey, report_problems, save_classes
+from rightwhale.split import Split, ensure_split, load_split
+
+# Fields a resumed run may change: how long it trains.
+RESUMABLE_CHANGES = {"max_epochs", "patience"}
+
+
+class Rows:
+    """Rows `index` of a (memory-mapped) array, gathered only when a batch asks for them."""
+
+    def __init__(self, array, index):
+        self.array, self.index = array, np.asarray(index, np.int64)
+        self.shape = (len(self.index), *array.shape[1:])
+        self.dtype, self.ndim = array.dtype, array.ndim
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, i):
+        return self.array[self.index[i]]
+
+
+@dataclasses.dataclass
+class Workspace:
+    cfg: StageConfig
+    survey: Survey
+    split: Split
+    run_dir: Path
+    resume: bool = False
+    progress: bool = True
+    log: object = print
+    parent: Survey | None = None       # the survey a folder of crops was cut from
+
+    @property
+    def labels_source(self) -> Survey:
+        """Where every split image has its label, also one that yielded no crop."""
+        return self.parent or self.survey
+
+    @property
+    def train_names(self) -> list[str]:
+        return self.split.train
+
+    @property
+    def valid_names(self) -> list[str]:
+        return self.split.valid
+
+    @property
+    def test_names(self) -> list[str]:
+        return self.survey.test
+
+    def cache(self, size: int | None = None) -> ImageCache:
+        """Every photo of the survey, decoded once at size x size (built on first use)."""
+        return build_cache(self.survey.root, size or self.cfg.image_size, progress=self.progress)
+
+    def present(self, cache: ImageCache, names) -> list[str]:
+        """The names with a usable input in the cache; the others are reported, not fatal."""
+        failed = [n for n in names if n not in cache.names]
+        if failed:
+            self.log(f"{len(failed)} image(s) without a usable input (unreadable, or no crop), skipped: "
+                     f"{', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}")
+        return [n for n in names if n in cache.names]
+
+    def rows(self, cache: ImageCache, names) -> Rows:
+        return Rows(cache.images, [cache.index(n) for n in names])
+
+    def path(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def write_json(self, name: str, obj) -> Path:
+        atomic.write_json(self.path(name), obj)
+        return self.path(name)
+
+    def write_npz(self, name: str, **arrays) -> Path:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic.write_bytes(self.path(name), buf.getvalue())
+        return self.path(name)
+
+
+def _config_changes(stored: dict, current: dict, prefix="") -> list[str]:
+    changes = []
+    for key in sorted(set(stored) | set(current)):
+        a, b = stored.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _config_changes(a, b, f"{prefix}{key}.")
+        elif a != b and key not in RESUMABLE_CHANGES:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def prepare_run_dir(run_dir: Path, cfg: StageConfig, data_dir: Path, resume: bool) -> None:
+    """Create the run folder and store the configuration; refuse to mix two runs in one folder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.json"
+    current = json.loads(json.dumps({"data_dir": str(Path(data_dir).resolve()), **cfg.to_dict()}))
+    started = (run_dir / "last.msgpack").exists()
+    if started and not resume:
+        raise DataError(f"{run_dir} already holds a {cfg.stage} run: add --continue-training to resume "
+                        "it, or give another --run-dir (or delete the folder) to start afresh")
+    if started and config_path.exists():
+        changes = _config_changes(json.loads(config_path.read_text()), current)
+        if changes:
+            raise DataError(f"{run_dir}: --continue-training with a different configuration "
+                            f"({'; '.join(changes)}); resume with the original flags or use another --run-dir")
+    atomic.write_json(config_path, current)
+
+
+def open_workspace(cfg: StageConfig, data_dir, run_dir, resume: bool = False, parent: Survey | None = None,
+                   progress: bool = True, log=print) -> Workspace:
+    """Read the data, the stored split (made on first use) and prepare the run folder.
+
+    A folder of crops cut from a `parent` survey reuses that survey's split,
+    so no stage ever validates on an image another stage trained on.
+    """
+    survey = load_survey(data_dir)
+    report_problems(survey.problems)
+    save_classes(survey)
+    split = load_split(parent) if parent is not None else ensure_split(survey, cfg.split)
+    prepare_run_dir(Path(run_dir), cfg, data_dir, resume)
+    return Workspace(cfg, survey, split, Path(run_dir), resume, progress, log, parent)

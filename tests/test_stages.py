@@ -1,0 +1,93 @@
+"""Every stage end to end on a tiny generated survey: the files it promises, valid submissions."""
+import json
+
+import numpy as np
+import pytest
+
+from rightwhale.config import Split
+from rightwhale.data import load_survey
+from rightwhale.split import ensure_split
+from rightwhale.stages import main
+from rightwhale.submission import check_submission, read_submission
+
+TINY = ["--epochs", "1", "--batch-size", "4", "--no-progress"]
+RUN_FILES = ["config.json", "best.msgpack", "last.msgpack", "history.json", "history.png", "report.md",
+             "results.json"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(make_survey, tmp_path_factory):
+    """One survey and one runs folder shared by the stage tests, which run in order."""
+    return make_survey(), tmp_path_factory.mktemp("runs")
+
+
+def run(pipeline, *args):
+    survey, runs = pipeline
+    return main(["--data-dir", str(survey), "--runs", str(runs), *TINY, *args])
+
+
+def check_run(folder, extra):
+    missing = [f for f in RUN_FILES + extra if not (folder / f).exists()]
+    assert not missing, f"{folder} lacks {missing}"
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_classify_before_align_names_the_fix(pipeline, capsys):
+    assert run(pipeline, "--stage", "classify") == 2
+    assert "python train.py --stage align" in capsys.readouterr().err
+
+
+def test_align_writes_points_and_crops(pipeline):
+    survey, runs = pipeline
+    assert run(pipeline, "--stage", "align", "--image-size", "32", "--crop-size", "16") == 0
+    results = check_run(runs / "align", ["predictions.json", "points1.json", "points2.json", "valid_points.png",
+                                         "aligned_crops.png", "crops/train.csv", "crops/source.json"])
+    assert results["head crops written"] > 0
+    assert results["point error, photo px, with TTA"] >= 0
+    predictions = json.loads((runs / "align" / "predictions.json").read_text())
+    assert all(np.isfinite(p["bonnet"]).all() and p["tta_spread"] >= 0 for p in predictions.values())
+
+
+def test_classify_on_aligned_crops_writes_a_valid_submission(pipeline):
+    survey, runs = pipeline
+    assert run(pipeline, "--stage", "classify", "--image-size", "16") == 0
+    folder = runs / "classify-aligned-resnet19"
+    results = check_run(folder, ["submission.csv", "features.npz", "valid_probabilities.csv", "valid_predictions.png"])
+    check_submission(folder / "submission.csv", survey / "sample_submission.csv")
+    assert 0 < results["log loss"] < 35 and 0 <= results["top-1 accuracy"] <= 1
+    with np.load(folder / "features.npz") as z:
+        assert z["valid_features"].shape == (len(z["valid_names"]), 64)   # resnet19's GAP width
+        assert set(z["train_names"]).isdisjoint(z["valid_names"])
+
+
+def test_localize_then_box_classifier(pipeline):
+    survey, runs = pipeline
+    assert run(pipeline, "--stage", "localize", "--image-size", "32", "--crop-size", "16") == 0
+    results = check_run(runs / "localize", ["iou_histogram.png", "valid_boxes.png", "crops/train.csv"])
+    assert 0 <= results["mean IoU"] <= 1
+    assert run(pipeline, "--stage", "classify", "--crops", "boxes", "--image-size", "16") == 0
+    check_submission(runs / "classify-boxes-resnet19" / "submission.csv", survey / "sample_submission.csv")
+
+
+def test_naive_writes_saliency(pipeline):
+    survey, runs = pipeline
+    assert run(pipeline, "--stage", "naive", "--image-size", "32") == 0
+    check_run(runs / "naive", ["saliency.png", "submission.csv", "features.npz"])
+    images, classes, probs = read_submission(runs / "naive" / "submission.csv")
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-6)
+
+
+def test_rerun_needs_continue_training(pipeline, capsys):
+    assert run(pipeline, "--stage", "naive", "--image-size", "32") == 2
+    assert "--continue-training" in capsys.readouterr().err
+    assert run(pipeline, "--stage", "naive", "--image-size", "24", "--continue-training") == 2
+    assert "image_size: 32 -> 24" in capsys.readouterr().err
+
+
+def test_stage_refuses_a_split_made_for_other_data(make_survey, tmp_path, capsys):
+    survey = make_survey()
+    ensure_split(load_survey(survey), Split())          # what the first stage stores
+    rows = (survey / "train.csv").read_text().splitlines()
+    (survey / "train.csv").write_text("\n".join(rows[:-3]) + "\n")
+    assert main(["--stage", "align", "--data-dir", str(survey), "--runs", str(tmp_path), *TINY]) == 2
+    assert "split.json" in capsys.readouterr().err
