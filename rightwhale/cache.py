@@ -47,6 +47,11 @@ def _build_command(data_dir, size: int) -> str:
     return f"python -m rightwhale.cache --data-dir {data_dir} --size {size}"
 
 
+def rescale_points(xy, scale):
+    """Points after resizing an image by `scale` (sx, sy), pixel centres at integers."""
+    return (np.asarray(xy, np.float64) + 0.5) * scale - 0.5
+
+
 @dataclass(frozen=True)
 class ImageCache:
     """Cached images with the geometry to move annotations between photo and cache pixels.
@@ -88,11 +93,11 @@ class ImageCache:
     def to_cache(self, names, xy) -> np.ndarray:
         """Points (B, ..., 2) of images `names` (or (..., 2) of one name), photo -> cache."""
         xy = np.asarray(xy, dtype=np.float64)
-        return (xy + 0.5) * self._scales(names, xy.ndim) - 0.5
+        return rescale_points(xy, self._scales(names, xy.ndim))
 
     def to_photo(self, names, xy) -> np.ndarray:
         xy = np.asarray(xy, dtype=np.float64)
-        return (xy + 0.5) / self._scales(names, xy.ndim) - 0.5
+        return rescale_points(xy, 1 / self._scales(names, xy.ndim))
 
     def boxes_to_cache(self, names, boxes) -> np.ndarray:
         """Boxes (x, y, w, h): the corner moves like a point, the size scales."""

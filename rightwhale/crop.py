@@ -150,6 +150,24 @@ def unusable_points_reason(p1, p2, width: int, height: int) -> str | None:
     return None
 
 
+def head_crop(photo: np.ndarray, p1, p2, out_w: int, out_h: int, predicted: bool = False):
+    """One photo's head crop: (crop, matrix, fell back to the whole photo?) or a reason string.
+
+    With `predicted` (a model's guess, not an annotation) a finite pair that
+    cannot place a head gives the whole photo, as the original did.
+    """
+    h, w = photo.shape[:2]
+    hw = np.array([h, w], np.float32)
+    reason = unusable_points_reason(p1, p2, w, h)
+    if reason and not (predicted and np.isfinite(np.stack([p1, p2])).all()):
+        return reason
+    if reason:
+        mat, whole = whole_photo_matrix(hw, out_w, out_h), True
+    else:
+        mat, whole = head_crop_matrix(p1, p2, hw, out_w, out_h), bool(crop_falls_back(p1, p2, hw))
+    return np.asarray(warp(_padded(photo)[None], mat, out_hw=(out_h, out_w))[0]), np.asarray(mat), whole
+
+
 def _padded(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     ph, pw = -(-h // BUCKET) * BUCKET, -(-w // BUCKET) * BUCKET
@@ -228,23 +246,17 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
         except BadImage as e:
             problems.append(data.Problem(path, None, str(e).split(": ", 1)[-1], "unreadable image"))
             continue
-        h, w = photo.shape[:2]
-        hw = np.array([h, w], np.float32)
         if box_of is None:
-            reason = unusable_points_reason(bonnet[name], blowhead[name], w, h)
-            finite = np.isfinite(np.stack([bonnet[name], blowhead[name]])).all()
-            if reason and not (predicted and finite):
-                problems.append(data.Problem(path, None, reason, "degenerate points"))
+            made = head_crop(photo, bonnet[name], blowhead[name], out_w, out_h, predicted)
+            if isinstance(made, str):
+                problems.append(data.Problem(path, None, made, "degenerate points"))
                 continue
-            if reason:
-                mat, whole = whole_photo_matrix(hw, out_w, out_h), True
-            else:
-                mat = head_crop_matrix(bonnet[name], blowhead[name], hw, out_w, out_h)
-                whole = crop_falls_back(bonnet[name], blowhead[name], hw)
+            crop, mat, whole = made
         else:
+            hw = np.array(photo.shape[:2], np.float32)
             mat = box_crop_matrix(box_of[name], hw, out_w, out_h, box_pad)
             whole = box_falls_back(box_of[name], hw, box_pad)
-        crop = warp(_padded(photo)[None], mat, out_hw=(out_h, out_w))[0]
+            crop = warp(_padded(photo)[None], mat, out_hw=(out_h, out_w))[0]
         write_bytes(out / "imgs" / name, _encode(np.asarray(crop), name))
         done.append(name)
         if bool(whole):

@@ -1,12 +1,15 @@
-"""Every stage end to end on a tiny generated survey: the files it promises, valid submissions."""
+"""The pipeline end to end on a tiny generated survey: every stage, the ensemble, identify."""
 import json
 
 import numpy as np
 import pytest
 
+from rightwhale.__main__ import main as rightwhale_main
 from rightwhale.config import Split
 from rightwhale.data import load_survey
+from rightwhale.ensemble import main as ensemble_main
 from rightwhale.split import ensure_split
+from rightwhale.stacking import Stacker
 from rightwhale.stages import main
 from rightwhale.submission import check_submission, read_submission
 
@@ -91,3 +94,35 @@ def test_stage_refuses_a_split_made_for_other_data(make_survey, tmp_path, capsys
     (survey / "train.csv").write_text("\n".join(rows[:-3]) + "\n")
     assert main(["--stage", "align", "--data-dir", str(survey), "--runs", str(tmp_path), *TINY]) == 2
     assert "split.json" in capsys.readouterr().err
+
+
+def test_ensemble_stacks_out_of_fold_features(pipeline):
+    survey, runs = pipeline
+    assert run(pipeline, "--stage", "classify", "--image-size", "16", "--model", "oxfordnet19_gap") == 0
+    members = [runs / "classify-aligned-resnet19", runs / "classify-aligned-oxfordnet19_gap"]
+    assert ensemble_main(["--runs", *map(str, members), "--out", str(runs / "ensemble"), "--folds", "2"]) == 0
+    widths = []
+    for member in members:   # out-of-fold: no stacked (validation) image was a training image of a member
+        with np.load(member / "features.npz") as z:
+            assert set(z["valid_names"]).isdisjoint(z["train_names"])
+            widths.append(z["valid_features"].shape[1])
+    results = json.loads((runs / "ensemble" / "results.json").read_text())
+    assert {r["model"] for r in results["table"]} >= {"plain average of the models",
+                                                     "stacker, out-of-fold (nested 2-fold CV)"}
+    check_submission(runs / "ensemble" / "submission.csv", survey / "sample_submission.csv")
+    assert Stacker.load(runs / "ensemble" / "stacker.npz").coef_.shape[1] == sum(widths) == 64 + 128
+
+
+def test_identify_a_photo(pipeline, tmp_path, capsys):
+    survey, runs = pipeline
+    photo = survey / "imgs" / sorted(json.loads((runs / "align" / "predictions.json").read_text()))[0]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    status = rightwhale_main(["identify", str(photo), str(bad), "--runs-root", str(runs), "--top", "3",
+                              "--out", str(tmp_path / "out")])
+    assert status == 0
+    out = capsys.readouterr()
+    assert "stacked ensemble" in out.out and "TTA spread" in out.out and out.out.count("  1. whale_") == 1
+    assert "broken.jpg: skipped" in out.err
+    assert (tmp_path / "out" / f"{photo.stem}_crop.png").is_file()
+    assert (tmp_path / "out" / f"{photo.stem}_candidates.png").is_file()

@@ -1,0 +1,29 @@
+"""python -m rightwhale COMMAND ...: one entry point for every command of the package."""
+import importlib
+import sys
+
+COMMANDS = {
+    "identify": ("rightwhale.identify", "which whale is in these photos (align, crop, classify, stack)"),
+    "train": ("rightwhale.stages", "train one stage (same as python train.py)"),
+    "ensemble": ("rightwhale.ensemble", "stack classifier features (same as python ensemble.py)"),
+    "evaluate": ("rightwhale.evaluate", "score a classifier run on a labelled folder"),
+    "reproduce": ("rightwhale.reproduce", "every stage on the embedded survey, then REPRODUCTION.md"),
+    "synth": ("rightwhale.synth", "generate a synthetic aerial survey"),
+    "cache": ("rightwhale.cache", "decode and resize every photo once"),
+    "crop": ("rightwhale.crop", "head crops of a data directory"),
+}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: python -m rightwhale COMMAND [--help]\n\ncommands:")
+        for name, (_, what) in COMMANDS.items():
+            print(f"  {name:10s} {what}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    status = importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:])
+    return status if isinstance(status, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

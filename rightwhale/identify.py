@@ -1,0 +1,158 @@
+"""python -m rightwhale identify PHOTO...: which whale is this? The whole pipeline on new photos.
+
+For each photo: the aligner finds bonnet and blowhead (with test-time
+augmentation, whose spread says how sure it is), the head is cropped with
+the bonnet to the right, every classifier run scores the crop, and the
+ensemble's stacker (or, without one, the average of the classifiers)
+gives the probabilities. Writes the aligned crop and a contact sheet of the
+crop beside training crops of the top candidates, so a researcher can
+confirm by eye.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rightwhale import crop, plots
+from rightwhale.cache import rescale_points
+from rightwhale.checkpoint import load_variables
+from rightwhale.config import Tta
+from rightwhale.data import DataError, load_survey
+from rightwhale.ensemble import default_runs
+from rightwhale.evaluate import load_classifier
+from rightwhale.images import BadImage, read_image
+from rightwhale.models import get_model
+from rightwhale.stacking import Stacker
+from rightwhale.stages.align import predict_with_tta
+from rightwhale.stages.classify import softmax
+from rightwhale.training import predict
+
+CANDIDATE_CROPS = 3     # training crops shown per candidate on the contact sheet
+
+
+class Pipeline:
+    """The trained runs identify needs, loaded once for many photos."""
+
+    def __init__(self, align_run, classify_runs, ensemble_dir=None):
+        align_run = Path(align_run)
+        if not (align_run / "best.msgpack").is_file():
+            raise DataError(f"{align_run}: no trained aligner; run `python train.py --stage align` first")
+        self.align_cfg = json.loads((align_run / "config.json").read_text())
+        self.aligner = get_model(self.align_cfg["model"], 4, **self.align_cfg["model_kwargs"])
+        self.aligner_variables = load_variables(align_run / "best.msgpack")
+        self.crops_dir = align_run / "crops"
+        if not classify_runs:
+            raise DataError("no classifier runs: train one with `python train.py --stage classify`")
+        self.classify_runs = [Path(r) for r in classify_runs]
+        self.classifiers = [load_classifier(r) for r in self.classify_runs]
+        self.classes = self.classifiers[0][3]
+        self.stacker = None
+        if ensemble_dir and (Path(ensemble_dir) / "stacker.npz").is_file():
+            info = json.loads((Path(ensemble_dir) / "stacker.json").read_text())
+            if info["runs"] == [str(r.resolve()) for r in self.classify_runs]:
+                self.stacker = Stacker.load(Path(ensemble_dir) / "stacker.npz")
+
+    def align(self, path: Path, photo: np.ndarray):
+        """(bonnet, blowhead) in photo pixels and the TTA spread in photo pixels."""
+        size = self.align_cfg["image_size"]
+        h, w = photo.shape[:2]
+        small = read_image(path, size)            # decoded exactly as the aligner's cache was
+        pts, spread = predict_with_tta(self.aligner, self.aligner_variables, small[None], Tta(**self.align_cfg["tta"]), 1)
+        scale = np.array([w / size, h / size])
+        return rescale_points(pts[0], scale), float(spread[0] * scale.mean())
+
+    def classify(self, head: np.ndarray) -> np.ndarray:
+        probs, features = [], []
+        for model, variables, cfg, _ in self.classifiers:
+            size = cfg["image_size"]
+            x = np.asarray(Image.fromarray(head).resize((size, size), Image.BICUBIC))[None]
+            logits, feats = predict(model, variables, x, 1)
+            probs.append(softmax(logits)[0])
+            features.append(feats[0])
+        if self.stacker is not None:
+            return self.stacker.predict_proba(np.concatenate(features)[None])[0]
+        return np.mean(probs, axis=0)
+
+    def training_crops(self, whale: str, count: int) -> list[np.ndarray]:
+        if not (self.crops_dir / "train.csv").is_file():
+            return []
+        survey = load_survey(self.crops_dir)
+        names = [n for n, w in survey.train.items() if w == whale][:count]
+        return [read_image(survey.image_path(n)) for n in names]
+
+
+def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path) -> dict:
+    photo = read_image(path)
+    (bonnet, blowhead), spread = pipe.align(path, photo)
+    size = pipe.align_cfg["crop_size"]
+    made = crop.head_crop(photo, bonnet, blowhead, size, size, predicted=True)
+    head, _, whole = made
+    probs = pipe.classify(head)
+    order = np.argsort(-probs)[:top]
+    candidates = [(pipe.classes[i], float(probs[i])) for i in order]
+    head_length = float(np.linalg.norm(bonnet - blowhead))
+    stem = Path(path).stem
+    Image.fromarray(head).save(out_dir / f"{stem}_crop.png")
+    sheet, titles = [head], [f"{stem} (query)"]
+    for whale, p in candidates:
+        for i, example in enumerate(pipe.training_crops(whale, CANDIDATE_CROPS)):
+            sheet.append(example)
+            titles.append(f"{whale} {p:.2f}" if i == 0 else whale)
+    plots.image_grid(sheet, out_dir / f"{stem}_candidates.png", titles=titles, ncols=1 + CANDIDATE_CROPS)
+    return {"photo": str(path), "bonnet": bonnet.tolist(), "blowhead": blowhead.tolist(),
+            "tta_spread_px": spread, "head_length_px": head_length, "whole_photo_fallback": whole,
+            "top": candidates, "stacked": pipe.stacker is not None}
+
+
+def confidence_note(result: dict) -> str:
+    ratio = result["tta_spread_px"] / max(result["head_length_px"], 1e-9)
+    verdict = ("alignment looks reliable" if ratio < 0.1 else
+               "alignment is uncertain: check the crop" if ratio < 0.25 else
+               "alignment disagrees across augmentations: the crop may miss the head")
+    return f"aligner TTA spread {result['tta_spread_px']:.1f} px = {ratio:.0%} of the head length; {verdict}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rightwhale identify", description=__doc__.split("\n")[0])
+    p.add_argument("photos", nargs="+", help="aerial photos (JPEG or PNG)")
+    p.add_argument("--runs-root", default="runs", help="folder of the trained runs (default ./runs)")
+    p.add_argument("--align", help="aligner run folder (default RUNS/align)")
+    p.add_argument("--runs", nargs="*", help="classifier run folders (default: the ensemble's, else every "
+                                             "RUNS/classify-aligned-*)")
+    p.add_argument("--ensemble", help="ensemble folder with stacker.npz (default RUNS/ensemble)")
+    p.add_argument("--top", type=int, default=5, help="candidates to list (default 5)")
+    p.add_argument("--out", default="identified", help="where crops and contact sheets go (default ./identified)")
+    args = p.parse_args(argv)
+    root = Path(args.runs_root)
+    ensemble = Path(args.ensemble or root / "ensemble")
+    stacked = ensemble / "stacker.json"
+    runs = args.runs or (json.loads(stacked.read_text())["runs"] if stacked.is_file() else default_runs(root))
+    try:
+        pipe = Pipeline(args.align or root / "align", runs, ensemble)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in args.photos:
+        try:
+            result = identify_photo(pipe, Path(path), args.top, out)
+        except BadImage as e:
+            print(f"{path}: skipped: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        how = "stacked ensemble" if result["stacked"] else f"average of {len(pipe.classifiers)} classifier(s)"
+        print(f"\n{path} ({how}):")
+        for rank, (whale, prob) in enumerate(result["top"], 1):
+            print(f"  {rank}. {whale}  {prob:.3f}")
+        print(f"  {confidence_note(result)}")
+        if result["whole_photo_fallback"]:
+            print("  note: the predicted points could not place a head crop; the whole photo was classified")
+        print(f"  crop: {out / (Path(path).stem + '_crop.png')}, candidates: {out / (Path(path).stem + '_candidates.png')}")
+    return 1 if failed == len(args.photos) else 0

@@ -1,0 +1,44 @@
+import numpy as np
+
+from rightwhale.metrics import log_loss
+from rightwhale.stacking import Stacker, choose_params, nested_cv_proba
+
+
+def blobs(n_per_class=6, classes=4, dim=8, noise=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (classes, dim))
+    labels = np.repeat(np.arange(classes), n_per_class)
+    return centres[labels] + rng.normal(0, noise, (len(labels), dim)), labels
+
+
+def test_save_load_round_trip(tmp_path):
+    X, y = blobs()
+    stacker = Stacker(num_classes=5, C=0.3, floor=0.05).fit(X, y)   # class 4 never seen
+    stacker.save(tmp_path / "s.npz")
+    loaded = Stacker.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(X), stacker.predict_proba(X))
+    assert (loaded.C, loaded.floor) == (0.3, 0.05)
+    probs = stacker.predict_proba(X)
+    np.testing.assert_allclose(probs.sum(axis=1), 1)
+    assert (probs[:, 4] > 0).all() and probs[:, 4].max() < 0.05   # only the floor reaches an unseen class
+    assert (probs.argmax(axis=1) == y).mean() > 0.9
+
+
+def test_binary_and_single_class_fits_match_sklearn_form():
+    X, y = blobs(classes=2)
+    probs = Stacker(3, C=1.0, floor=0.0).fit(X, y).predict_proba(X)
+    assert (probs.argmax(axis=1) == y).all() and np.allclose(probs[:, 2], 0)
+    one = Stacker(3, floor=0.0).fit(X[:3], np.zeros(3, int)).predict_proba(X)
+    np.testing.assert_allclose(one[:, 0], 1)
+
+
+def test_in_fold_fit_looks_perfect_held_out_does_not():
+    """The writeup's trap on pure noise: in-fold loss near zero, held-out no better than chance."""
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(60, 40)), np.repeat(np.arange(6), 10)
+    (C, floor), losses = choose_params(X, y, 6, folds=3)
+    in_fold = Stacker(6, C=100.0, floor=0.01).fit(X, y)
+    assert log_loss(in_fold.predict_proba(X), y) < 0.1
+    held_out = nested_cv_proba(X, y, 6, folds=3)
+    assert log_loss(held_out, y) > 0.9 * np.log(6)
+    assert all(np.isfinite(v) for v in losses.values())
