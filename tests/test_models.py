@@ -90,6 +90,10 @@ def test_table_cli_prints_the_total(capsys):
     text = capsys.readouterr().out
     assert "l1c1" in text and "2c0" in text
     assert text.strip().endswith(f"total learnable parameters: {271_824 + 650:,}")
+    assert layer_table_cli(["--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == model_names()
+    assert "cropped_jan05_4.py" in next(line for line in listed if line.startswith("resnet67"))
 
 
 # --- bad input -------------------------------------------------------------------------

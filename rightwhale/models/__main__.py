@@ -1,10 +1,11 @@
-"""python -m rightwhale.models NAME [--size S] [--classes K]: print a model's layer table."""
+"""python -m rightwhale.models NAME [--size S] [--classes K]: print a model's layer table.
+python -m rightwhale.models --list: the registered names, each with its docstring's first line."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import REGRESSION_OUTPUTS, get_model, layer_table, model_names
+from . import MODELS, REGRESSION_OUTPUTS, get_model, layer_table, model_names
 
 
 def main(argv=None) -> int:
@@ -13,22 +14,29 @@ def main(argv=None) -> int:
         description="Print a nolearn-style table of a model's layers (name, output size, learnable "
                     "parameters) and its total learnable parameters (batch-norm mean and variance "
                     "excluded). Shapes only: nothing is compiled or allocated.")
-    parser.add_argument("name", choices=model_names(), metavar="NAME",
+    parser.add_argument("name", nargs="?", choices=model_names(), metavar="NAME",
                         help="model name, one of: " + ", ".join(model_names()))
+    parser.add_argument("--list", action="store_true", help="list the model names and what each is")
     parser.add_argument("--size", type=int, default=256, help="square input size in pixels (default 256)")
     parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
     parser.add_argument("--classes", type=int, default=447,
                         help="number of classes for classifiers (default 447); the localizers always "
                              "have 4 outputs")
     args = parser.parse_args(argv)
+    if args.list:
+        for name in model_names():
+            print(f"{name:20s} {MODELS[name].__doc__.strip().splitlines()[0]}")
+        return 0
+    if args.name is None:
+        parser.error("a model NAME is required (or --list)")
     num_outputs = REGRESSION_OUTPUTS.get(args.name, args.classes)
     try:
-        model = get_model(args.name, num_outputs)
-        print(f"# {args.name}, input {args.size}x{args.size}x{args.channels}, {num_outputs} outputs")
-        print(layer_table(model, (args.size, args.size, args.channels)))
+        table = layer_table(get_model(args.name, num_outputs), (args.size, args.size, args.channels))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print(f"# {args.name}, input {args.size}x{args.size}x{args.channels}, {num_outputs} outputs")
+    print(table)
     return 0
 
 
