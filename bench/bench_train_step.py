@@ -13,19 +13,20 @@ each alike; medians are reported. Also prints the JAX step's achieved
 GFLOP/s (XLA's cost analysis) against a 2048^3 float32 matmul timed in the
 same rounds. Target (issue 4): JAX >= 1.0x PyTorch.
 
-XLA's CPU flags must be set before JAX starts: this script sets DEFAULT_XLA_FLAGS
-unless XLA_FLAGS is already in the environment (so alternatives can be tried
-with `XLA_FLAGS=... python bench/bench_train_step.py`). PyTorch is a benchmark
-peer only (`pip install torch==2.13.0`); the package never imports it.
+XLA's CPU flags must be set before JAX starts: importing rightwhale adds its
+CPU_XLA_FLAG (what the package trains with); to try alternatives run
+`RIGHTWHALE_KEEP_XLA_FLAGS=1 XLA_FLAGS=... python bench/bench_train_step.py`.
+PyTorch is a benchmark peer only (`pip install torch==2.13.0`); the package
+never imports it.
 """
 from __future__ import annotations
 
 import os
 
-# XLA:CPU hands convolutions to YNNPACK by default; its weight-gradient convs
-# run on one thread and were 2-4x slower than Eigen's in a per-layer
-# micro-benchmark, so this flag sends convolutions back to Eigen (YNNPACK
-# keeps the reductions, where it helps). JAX step alone, alternating processes:
+# rightwhale.CPU_XLA_FLAG: XLA:CPU hands convolutions to YNNPACK by default;
+# its weight-gradient convs run on one thread and were 2-4x slower than
+# Eigen's in a per-layer micro-benchmark, so the flag sends convolutions back
+# to Eigen (YNNPACK keeps the reductions, where it helps). JAX step alone, alternating processes:
 # 128 px 1.40 s -> 0.88 s (quiet), 256 px 9.6-10.6 s -> 7.2-7.7 s (load 3.5 on
 # 2 cores). Tried and not kept (no gain
 # beyond noise, or slower): xla_cpu_use_onednn, onednn_custom_call,
@@ -34,9 +35,7 @@ import os
 # enable_fast_math, the concurrency-optimized scheduler, two CPU devices with
 # the batch sharded (faster without this flag, slower with it), NCHW convs
 # and bfloat16 (both 10-15% slower on a conv fwd+bwd; this CPU has no bf16 units).
-DEFAULT_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
-os.environ.setdefault("XLA_FLAGS", DEFAULT_XLA_FLAGS)
-
+import rightwhale  # noqa: E402,F401  (sets XLA_FLAGS before JAX starts)
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import statistics  # noqa: E402

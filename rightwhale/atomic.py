@@ -6,10 +6,13 @@ os.replace() it over the target (atomic on POSIX and Windows).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -46,3 +49,10 @@ def write_text(path, text: str) -> None:
 
 def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def write_npz(path, **arrays) -> None:
+    """Arrays as a compressed .npz (plain arrays only: np.load(allow_pickle=False) reads it)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes(path, buf.getvalue())

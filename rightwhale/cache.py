@@ -296,7 +296,7 @@ def main(argv=None) -> int:
         cache = build_cache(data_dir, args.size, args.workers)
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(f"{len(cache.names)} images at {args.size}x{args.size} in {cache.root} "
           f"({len(cache.failed)} failed, {time.monotonic() - start:.1f} s)")
     return 0

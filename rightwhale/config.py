@@ -95,6 +95,7 @@ class StageConfig:
     model_kwargs: dict = field(default_factory=dict)
     tta: Tta = field(default_factory=Tta)
     crop_size: int = 256               # head crops written by localize / align
+    aux_targets: bool = False          # classify: also predict pattern type and crop points
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -163,8 +164,8 @@ _PRESETS = {
     },
     "align": {
         "original": ("localize_pts_dec31", 256, _ORIGINAL_LOCALIZER, {"tta": ORIGINAL_TTA}),
-        "cpu": ("localize_pts_dec31", 128, Train(optimizer="adam", learning_rate=1e-3, max_epochs=60,
-                                                 patience=20, l2=1e-7, augment=ALIGN_AUGMENT),
+        "cpu": ("localize_pts_dec31", 128, Train(optimizer="adam", learning_rate=1e-3, final_learning_rate=1e-4,
+                                                 max_epochs=100, patience=30, l2=1e-7, augment=ALIGN_AUGMENT),
                 {"tta": CPU_TTA, "crop_size": 64}),
     },
     "classify": {
@@ -186,11 +187,18 @@ def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     model, size, train, extra = _PRESETS[stage][preset]
+    if "learning_rate" in overrides and train.final_learning_rate is not None:
+        # keep the preset's decay ratio: a new start must not decay "upwards"
+        overrides.setdefault("final_learning_rate",
+                             overrides["learning_rate"] * train.final_learning_rate / train.learning_rate)
     train_fields = {f.name for f in dataclasses.fields(Train)}
     train = dataclasses.replace(train, **{k: v for k, v in overrides.items() if k in train_fields})
     stage_fields = {k: v for k, v in overrides.items() if k not in train_fields}
     cfg = StageConfig(stage=stage, preset=preset, model=model, image_size=size, train=train, **extra)
     cfg = dataclasses.replace(cfg, **stage_fields)
+    from rightwhale.models import model_names    # the registry imports flax; config stays light otherwise
+    if cfg.model not in model_names():
+        raise ValueError(f"unknown model {cfg.model!r}; choose from {', '.join(model_names())}")
     if cfg.model in WINDOWED_POOL_MODELS and "pool_window" not in cfg.model_kwargs:
         cfg = dataclasses.replace(cfg, model_kwargs={**cfg.model_kwargs, "pool_window": max(cfg.image_size // 32, 1)})
     return dataclasses.replace(cfg, train=dataclasses.replace(

@@ -213,7 +213,8 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
     annotation files (e.g. the aligner's predictions for the test images).
     With `boxes` (a Sloth rect file, e.g. the localizer's) the crops are
     those boxes grown by `box_pad` instead of heads placed by the points.
-    Unusable images are skipped and returned as `problems`; crops that fell
+    OUT/source.json names `data_dir`, whose stored split every later stage
+    reuses. Unusable images are skipped and returned as `problems`; crops that fell
     back to the whole photo are listed in `fallback`. With `predicted` the
     points are a model's guesses, not annotations: as in the original, a
     finite pair that cannot place a head (coinciding, off the photo) gives
@@ -274,6 +275,9 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
         write_bytes(out / "whale_types.csv", (data_dir / "whale_types.csv").read_bytes())
     write_json(out / "points1.json", data.sloth_points(new_p1))
     write_json(out / "points2.json", data.sloth_points(new_p2))
+    # Crops are the same photos: a classifier on them must reuse this survey's stored split.
+    write_json(out / "source.json", {"survey": str(data_dir.resolve()), "kind": "box" if boxes else "head",
+                                     "size": [out_w, out_h]})
     return {"cropped": done, "fallback": fallback, "problems": problems}
 
 
@@ -303,7 +307,7 @@ def main(argv=None) -> int:
                                args.boxes, args.box_pad)
     except data.DataError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     data.report_problems(result["problems"])
     print(f"wrote {len(result['cropped'])} {'box' if args.boxes else 'head'} crops ({out_w}x{out_h}) to {args.out}"
           + (f"; {len(result['fallback'])} fell back to the whole photo (crop window too small "

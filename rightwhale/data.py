@@ -310,12 +310,13 @@ def annotation_file(root: Path, filename: str) -> Path | None:
 
 
 def _outside(values: np.ndarray, w: int, h: int) -> bool:
-    """Points: pixel centres at integers, so the photo spans [-0.5, size - 0.5]."""
+    """Points: pixel centres at integers, so the photo spans [-0.5, size - 0.5].
+    Boxes cover pixels x .. x + width - 1, so a whole-photo box is (0, 0, w, h)."""
     if values.size == 2:
         x, y = values
         return not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5)
     x, y, bw, bh = values
-    return not (-0.5 <= x and -0.5 <= y and x + bw <= w - 0.5 and y + bh <= h - 0.5)
+    return not (-0.5 <= x and -0.5 <= y and x + bw <= w + 0.5 and y + bh <= h + 0.5)
 
 
 # --- the survey ---------------------------------------------------------------
@@ -441,7 +442,8 @@ def derived_dir(data_dir) -> Path:
     root = Path(data_dir).resolve()
     if _writable(root):
         return root / ".rightwhale"
-    home = Path(os.environ.get("RIGHTWHALE_HOME", "data"))
+    # absolute, so every working directory finds the same split and caches
+    home = Path(os.environ.get("RIGHTWHALE_HOME", Path.home() / ".cache" / "rightwhale"))
     digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
     return home / "derived" / f"{root.name}-{digest}"
 

@@ -12,6 +12,7 @@ zero training loss and says nothing about new photos.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -39,8 +40,16 @@ def load_features(run_dir) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def stack_features(runs: list[dict], split: str) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    """(names every run has, concatenated features, labels) of one split, in the first run's order."""
+def source_survey(run_dir) -> Path:
+    """The survey a run's images come from (through the crop folder's source.json)."""
+    data_dir = Path(json.loads((Path(run_dir) / "config.json").read_text())["data_dir"])
+    source = data_dir / "source.json"
+    return Path(json.loads(source.read_text())["survey"]) if source.is_file() else data_dir
+
+
+def stack_features(runs: list[dict], split: str):
+    """(names every run has, concatenated features, stacked probabilities, labels) of one split,
+    in the first run's order."""
     common = set.intersection(*(set(r[f"{split}_names"].tolist()) for r in runs))
     names = [n for n in runs[0][f"{split}_names"].tolist() if n in common]
     feats, probs = [], []
@@ -68,6 +77,10 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
         raise DataError("no classifier runs to stack: train some with `python train.py --stage classify "
                         "[--model NAME]` or name them with --runs")
     runs = [load_features(r) for r in run_dirs]
+    surveys = {source_survey(d) for d in run_dirs}
+    if len(surveys) > 1:
+        raise DataError(f"the runs come from different data ({', '.join(map(str, sorted(surveys)))}); "
+                        "stack runs of one survey")
     classes = runs[0]["classes"].tolist()
     for r, d in zip(runs[1:], run_dirs[1:]):
         if r["classes"].tolist() != classes:
@@ -139,7 +152,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs-root", default="runs", help="where the default runs are looked for")
     p.add_argument("--out", default="runs/ensemble", help="output folder (default runs/ensemble)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for C and the held-out loss")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     p.add_argument("--gzip", action="store_true", help="write submission.csv.gz")
     args = p.parse_args(argv)
     try:

@@ -20,38 +20,48 @@ from rightwhale import metrics
 from rightwhale.cache import build_cache
 from rightwhale.checkpoint import load_variables
 from rightwhale.data import DataError, load_survey, report_problems
-from rightwhale.models import get_model
 from rightwhale.report import table
-from rightwhale.stages.classify import softmax
+from rightwhale.ensemble import load_features
+from rightwhale.stages.classify import build_classifier, softmax
+from rightwhale.stages.workspace import Rows
 from rightwhale.training import predict
 
 
 def load_classifier(run_dir):
-    """(model, variables, config dict, classes) of a naive or classify run folder."""
+    """(model, variables, config dict, classes, names of its training images) of a naive or classify run."""
     run_dir = Path(run_dir)
     for need in ("config.json", "best.msgpack", "features.npz"):
         if not (run_dir / need).is_file():
             raise DataError(f"{run_dir}: no {need}; is this a finished naive or classify run folder?")
     cfg = json.loads((run_dir / "config.json").read_text())
-    with np.load(run_dir / "features.npz", allow_pickle=False) as z:
-        classes = [str(c) for c in z["classes"]]
-    model = get_model(cfg["model"], len(classes), **cfg.get("model_kwargs", {}))
-    return model, load_variables(run_dir / "best.msgpack"), cfg, classes
+    features = load_features(run_dir)
+    classes = features["classes"].tolist()
+    aux = json.loads((run_dir / "aux.json").read_text()) if (run_dir / "aux.json").is_file() else None
+    model = build_classifier(cfg["model"], len(classes), cfg.get("model_kwargs", {}), aux)
+    return model, load_variables(run_dir / "best.msgpack"), cfg, classes, set(features["train_names"].tolist())
 
 
 def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 16, progress=True) -> dict:
-    model, variables, cfg, classes = load_classifier(run_dir)
+    """Scores of a classifier run on the labelled images of `data_dir`.
+
+    When `data_dir` is the run's own data, its training images are left out
+    (their scores say nothing about new photos) and counted in the result.
+    """
+    model, variables, cfg, classes, trained_on = load_classifier(run_dir)
     survey = load_survey(data_dir)
     report_problems(survey.problems)
     labelled = {**survey.train, **survey.test_labels}
+    own_data = Path(cfg["data_dir"]).resolve() == Path(data_dir).resolve()
+    seen_in_training = [n for n in labelled if own_data and n in trained_on]
     index = {c: i for i, c in enumerate(classes)}
     unseen = [n for n, whale in labelled.items() if whale not in index]
-    names = [n for n in labelled if n in index or not ignore_unseen]
+    names = [n for n in labelled if (n in index or not ignore_unseen) and n not in seen_in_training]
     cache = build_cache(data_dir, cfg["image_size"], progress=progress)
     names = [n for n in names if n in cache.names]
     if not names:
         raise DataError(f"{data_dir}: no labelled image to score")
-    probs = softmax(predict(model, variables, cache.images[[cache.index(n) for n in names]], batch_size)[0])
+    logits = predict(model, variables, Rows(cache.images, [cache.index(n) for n in names]), batch_size)[0]
+    probs = softmax(logits[:, :len(classes)])
     # Unseen whales get their own column of zero probability: Kaggle's clipping then scores them.
     probs = np.concatenate([probs, np.zeros((len(names), 1))], axis=1)
     labels = np.array([index.get(labelled[n], len(classes)) for n in names])
@@ -64,6 +74,7 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
                           "mean p(true)": float(probs[rows, labels[rows]].mean())})
     loss = metrics.log_loss(probs, labels)
     return {"images": len(names), "whales": len(per_class), "unseen-whale images": len(unseen),
+            "training images of the run left out": len(seen_in_training),
             "unseen images dropped": len(unseen) if ignore_unseen else 0,
             "log loss": loss, "log loss / ln K": loss / math.log(len(classes)),
             "top-1 accuracy": float(hits.mean()),

@@ -11,6 +11,7 @@ confirm by eye.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rightwhale import crop, plots
+from rightwhale import atomic, crop, plots
 from rightwhale.cache import rescale_points
 from rightwhale.checkpoint import load_variables
 from rightwhale.config import Tta
@@ -51,6 +52,15 @@ class Pipeline:
         self.classify_runs = [Path(r) for r in classify_runs]
         self.classifiers = [load_classifier(r) for r in self.classify_runs]
         self.classes = self.classifiers[0][3]
+        for run, (*_, classes, _) in zip(self.classify_runs, self.classifiers):
+            if classes != self.classes:
+                raise DataError(f"{run}: its whales differ from {self.classify_runs[0]}'s; identify with runs "
+                                "trained on one data set")
+        self.examples = {}     # whale -> its training crops, from the aligner's crop folder
+        if (self.crops_dir / "train.csv").is_file():
+            crops = load_survey(self.crops_dir)
+            for name, whale in crops.train.items():
+                self.examples.setdefault(whale, []).append(crops.image_path(name))
         self.stacker = None
         if ensemble_dir and (Path(ensemble_dir) / "stacker.npz").is_file():
             info = json.loads((Path(ensemble_dir) / "stacker.json").read_text())
@@ -68,43 +78,43 @@ class Pipeline:
 
     def classify(self, head: np.ndarray) -> np.ndarray:
         probs, features = [], []
-        for model, variables, cfg, _ in self.classifiers:
+        for model, variables, cfg, _, _ in self.classifiers:
             size = cfg["image_size"]
             x = np.asarray(Image.fromarray(head).resize((size, size), Image.BICUBIC))[None]
             logits, feats = predict(model, variables, x, 1)
-            probs.append(softmax(logits)[0])
+            probs.append(softmax(logits[:, :len(self.classes)])[0])
             features.append(feats[0])
         if self.stacker is not None:
             return self.stacker.predict_proba(np.concatenate(features)[None])[0]
         return np.mean(probs, axis=0)
 
     def training_crops(self, whale: str, count: int) -> list[np.ndarray]:
-        if not (self.crops_dir / "train.csv").is_file():
-            return []
-        survey = load_survey(self.crops_dir)
-        names = [n for n, w in survey.train.items() if w == whale][:count]
-        return [read_image(survey.image_path(n)) for n in names]
+        return [read_image(path) for path in self.examples.get(whale, [])[:count]]
 
 
-def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path) -> dict:
+def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: str) -> dict:
     photo = read_image(path)
     (bonnet, blowhead), spread = pipe.align(path, photo)
     size = pipe.align_cfg["crop_size"]
     made = crop.head_crop(photo, bonnet, blowhead, size, size, predicted=True)
+    if isinstance(made, str):
+        raise BadImage(f"{path}: the aligner's points cannot place a head ({made})")
     head, _, whole = made
     probs = pipe.classify(head)
     order = np.argsort(-probs)[:top]
     candidates = [(pipe.classes[i], float(probs[i])) for i in order]
     head_length = float(np.linalg.norm(bonnet - blowhead))
-    stem = Path(path).stem
-    Image.fromarray(head).save(out_dir / f"{stem}_crop.png")
+    buf = io.BytesIO()
+    Image.fromarray(head).save(buf, "PNG")
+    atomic.write_bytes(out_dir / f"{stem}_crop.png", buf.getvalue())
     sheet, titles = [head], [f"{stem} (query)"]
     for whale, p in candidates:
         for i, example in enumerate(pipe.training_crops(whale, CANDIDATE_CROPS)):
             sheet.append(example)
             titles.append(f"{whale} {p:.2f}" if i == 0 else whale)
     plots.image_grid(sheet, out_dir / f"{stem}_candidates.png", titles=titles, ncols=1 + CANDIDATE_CROPS)
-    return {"photo": str(path), "bonnet": bonnet.tolist(), "blowhead": blowhead.tolist(),
+    return {"photo": str(path), "crop": str(out_dir / f"{stem}_crop.png"),
+            "candidates": str(out_dir / f"{stem}_candidates.png"), "bonnet": bonnet.tolist(), "blowhead": blowhead.tolist(),
             "tta_spread_px": spread, "head_length_px": head_length, "whole_photo_fallback": whole,
             "top": candidates, "stacked": pipe.stacker is not None}
 
@@ -139,14 +149,18 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    results, stems = [], set()
     for path in args.photos:
+        stem = Path(path).stem
+        while stem in stems:            # a/w_1.jpg and b/w_1.jpg must not overwrite each other
+            stem += "_"
+        stems.add(stem)
         try:
-            result = identify_photo(pipe, Path(path), args.top, out)
+            result = identify_photo(pipe, Path(path), args.top, out, stem)
         except BadImage as e:
             print(f"{path}: skipped: {e}", file=sys.stderr)
-            failed += 1
             continue
+        results.append(result)
         how = "stacked ensemble" if result["stacked"] else f"average of {len(pipe.classifiers)} classifier(s)"
         print(f"\n{path} ({how}):")
         for rank, (whale, prob) in enumerate(result["top"], 1):
@@ -154,5 +168,7 @@ def main(argv=None) -> int:
         print(f"  {confidence_note(result)}")
         if result["whole_photo_fallback"]:
             print("  note: the predicted points could not place a head crop; the whole photo was classified")
-        print(f"  crop: {out / (Path(path).stem + '_crop.png')}, candidates: {out / (Path(path).stem + '_candidates.png')}")
-    return 1 if failed == len(args.photos) else 0
+        print(f"  crop: {result['crop']}, candidates: {result['candidates']}")
+    atomic.write_json(out / "identified.json", results)
+    print(f"\n{len(results)} of {len(args.photos)} photo(s) identified; all results in {out / 'identified.json'}")
+    return 0 if results else 1

@@ -57,6 +57,12 @@ def log_loss(probs, labels, eps: float = KAGGLE_EPS) -> float:
     return float(-np.mean(np.log(p[np.arange(len(labels)), labels])))
 
 
+def class_prior(labels, num_classes: int) -> np.ndarray:
+    """Add-one smoothed training frequencies: the baseline that knows no pixels."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes) + 1.0
+    return counts / counts.sum()
+
+
 def top_k_hits(scores, labels, k: int = 1):
     """Per example: is the true class among the k highest scores? (ties count as hits)"""
     xp = _xp(scores, labels)

@@ -40,6 +40,9 @@ def image_grid(images, path, titles=None, points=None, true_points=None, boxes=N
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:n]):
         ax.imshow(images[i])
+        h, w = np.asarray(images[i]).shape[:2]
+        ax.set_xlim(-0.5, w - 0.5)          # points off the image must not resize the panel
+        ax.set_ylim(h - 0.5, -0.5)
         if titles is not None:
             ax.set_title(titles[i], fontsize=7)
         for pts, style in ((points, dict(s=18, edgecolors="black", linewidths=0.5)),

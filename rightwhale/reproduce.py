@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rightwhale import atomic
+from rightwhale.config import PRESETS
 from rightwhale.ensemble import run_ensemble
 from rightwhale.report import table
 from rightwhale.stages import main as train_main
@@ -48,9 +49,11 @@ def _commit() -> str:
         return "unknown (not a git checkout)"
 
 
-def _run_step(args: list[str], folder: Path, common: list[str]) -> tuple[dict, float]:
-    """Train one step unless its folder already has results; returns (results, minutes)."""
+def _run_step(args: list[str], folder: Path, common: list[str], preset: str) -> tuple[dict, float]:
+    """Train one step unless its folder already has results of this preset; returns (results, minutes)."""
     if (folder / "results.json").is_file():
+        if json.loads((folder / "config.json").read_text())["preset"] != preset:
+            raise SystemExit(f"reproduce: {folder} holds a run of another preset; use another --runs or --fresh")
         print(f"reusing {folder}")
         return json.loads((folder / "results.json").read_text()), 0.0
     resume = ["--continue-training"] if (folder / "last.msgpack").is_file() else []
@@ -92,12 +95,14 @@ def _ensemble_rows(runs: list[Path], out: Path, label: str) -> list[dict]:
 
 def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: str | None,
               real_epochs: int, out: Path, fresh: bool) -> Path:
-    if fresh and runs_root.exists():
-        shutil.rmtree(runs_root)
+    if fresh:
+        for folder in [*(runs_root / step[2] for step in STEPS), runs_root / "ensemble",
+                       *runs_root.glob("real-heads-*")]:
+            shutil.rmtree(folder, ignore_errors=True)
     common = ["--runs", str(runs_root), "--preset", preset, "--no-progress"] + (["--data-dir", data_dir] if data_dir else [])
     rows = []
     for name, args, folder, reference in STEPS:
-        results, minutes = _run_step(args, runs_root / folder, common)
+        results, minutes = _run_step(args, runs_root / folder, common, preset)
         rows.append(_row(name, results, minutes, reference))
     rows += _ensemble_rows([runs_root / f"classify-aligned-{m}" for m in ENSEMBLE_MODELS], runs_root / "ensemble",
                            "ensemble")
@@ -107,7 +112,8 @@ def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: st
         for model in ENSEMBLE_MODELS[:2]:
             folder = runs_root / f"real-heads-{model}"
             args = ["--stage", "classify", "--crops", real_heads, "--model", model, "--epochs", str(real_epochs)]
-            results, minutes = _run_step(args, folder, ["--runs", str(runs_root), "--preset", preset, "--no-progress"])
+            results, minutes = _run_step(args, folder, ["--runs", str(runs_root), "--preset", preset, "--no-progress"],
+                                         preset)
             real_rows.append(_row(f"real heads + classify ({model})", results, minutes, "-"))
             real_runs.append(folder)
         real_rows += _ensemble_rows(real_runs, runs_root / "real-heads-ensemble", "real heads ensemble")
@@ -137,12 +143,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rightwhale reproduce", description=__doc__.split("\n")[0])
     p.add_argument("--runs", default="runs/reproduce", help="folder for the run folders (default runs/reproduce)")
     p.add_argument("--data-dir", help="data directory (default: the embedded synthetic survey)")
-    p.add_argument("--preset", default="cpu", choices=("cpu", "original"))
+    p.add_argument("--preset", default="cpu", choices=PRESETS, help="cpu (default) or original (GPU)")
     p.add_argument("--real-heads", help="also classify a folder of real head crops (imgs/ + train.csv), "
                                         "e.g. ../shared/data/rightwhale-heads")
     p.add_argument("--real-epochs", type=int, default=30, help="epochs for the real-heads classifiers")
     p.add_argument("--out", default="REPRODUCTION.md", help="report file (default REPRODUCTION.md)")
-    p.add_argument("--fresh", action="store_true", help="delete --runs first instead of reusing finished steps")
+    p.add_argument("--fresh", action="store_true", help="retrain every step instead of reusing finished ones "
+                                                          "(deletes their run folders)")
     args = p.parse_args(argv)
     reproduce(Path(args.runs), args.data_dir, args.preset, args.real_heads, args.real_epochs, Path(args.out), args.fresh)
     return 0

@@ -19,7 +19,6 @@ intercepts, prior and the hyper-parameters.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 from rightwhale import atomic
-from rightwhale.metrics import log_loss
+from rightwhale.metrics import class_prior, log_loss
 
 C_GRID = (0.003, 0.03, 0.3)
 FLOOR_GRID = (0.05, 0.2, 0.5)
@@ -52,7 +51,7 @@ class Stacker:
         self.mean_ = features.mean(axis=0)
         self.scale_ = features.std(axis=0) + 1e-8
         seen = np.unique(labels)
-        self.prior_ = (np.bincount(labels, minlength=self.num_classes) + 1.0) / (len(labels) + self.num_classes)
+        self.prior_ = class_prior(labels, self.num_classes)
         self.coef_ = np.zeros((self.num_classes, features.shape[1]))
         self.intercept_ = np.full(self.num_classes, -np.inf)
         if len(seen) == 1:            # one class: it gets everything
@@ -73,10 +72,8 @@ class Stacker:
         return (1 - self.floor) * z / z.sum(axis=1, keepdims=True) + self.floor * self.prior_
 
     def save(self, path) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, num_classes=self.num_classes, C=self.C, floor=self.floor, mean=self.mean_,
-                 scale=self.scale_, coef=self.coef_, intercept=self.intercept_, prior=self.prior_)
-        atomic.write_bytes(path, buf.getvalue())
+        atomic.write_npz(path, num_classes=self.num_classes, C=self.C, floor=self.floor, mean=self.mean_,
+                         scale=self.scale_, coef=self.coef_, intercept=self.intercept_, prior=self.prior_)
 
     @classmethod
     def load(cls, path) -> "Stacker":

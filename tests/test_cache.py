@@ -129,7 +129,7 @@ def test_point_and_box_mapping(survey_dir):
 def test_command_line(survey_dir, tmp_path, capsys):
     assert cache_mod.main(["--data-dir", str(survey_dir), "--size", "8", "--workers", "1"]) == 0
     assert "8 images at 8x8" in capsys.readouterr().out
-    assert cache_mod.main(["--data-dir", str(tmp_path / "nowhere")]) == 1
+    assert cache_mod.main(["--data-dir", str(tmp_path / "nowhere")]) == 2
     assert "data directory does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         cache_mod.main(["--help"])

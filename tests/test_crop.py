@@ -111,7 +111,7 @@ def test_cli_writes_a_cropped_data_directory(tiny_survey, tmp_path, capsys):
 
 
 def test_cli_refuses_to_overwrite_its_input(tiny_survey, capsys):
-    assert crop.main(["--data-dir", str(tiny_survey), "--out", str(tiny_survey)]) == 1
+    assert crop.main(["--data-dir", str(tiny_survey), "--out", str(tiny_survey)]) == 2
     assert "must be a new directory" in capsys.readouterr().err
 
 

@@ -8,7 +8,8 @@ from rightwhale.__main__ import main as rightwhale_main
 from rightwhale.config import Split
 from rightwhale.data import load_survey
 from rightwhale.ensemble import main as ensemble_main
-from rightwhale.split import ensure_split
+from rightwhale.evaluate import evaluate
+from rightwhale.split import ensure_split, load_split
 from rightwhale.stacking import Stacker
 from rightwhale.stages import main
 from rightwhale.submission import check_submission, read_submission
@@ -45,10 +46,13 @@ def test_align_writes_points_and_crops(pipeline):
     assert run(pipeline, "--stage", "align", "--image-size", "32", "--crop-size", "16") == 0
     results = check_run(runs / "align", ["predictions.json", "points1.json", "points2.json", "valid_points.png",
                                          "aligned_crops.png", "crops/train.csv", "crops/source.json"])
-    assert results["head crops written"] > 0
-    assert results["point error, photo px, with TTA"] >= 0
+    data = load_survey(survey)
+    split = load_split(data)
+    # every photo gets a crop: training photos from annotations, the rest from predictions (or the whole photo)
+    assert results["head crops written"] == len(data.train) + len(data.test)
     predictions = json.loads((runs / "align" / "predictions.json").read_text())
-    assert all(np.isfinite(p["bonnet"]).all() and p["tta_spread"] >= 0 for p in predictions.values())
+    assert set(predictions) == set(split.valid) | set(data.test)
+    assert all(np.isfinite(p["bonnet"]).all() and p["tta_spread_cache_px"] >= 0 for p in predictions.values())
 
 
 def test_classify_on_aligned_crops_writes_a_valid_submission(pipeline):
@@ -57,17 +61,22 @@ def test_classify_on_aligned_crops_writes_a_valid_submission(pipeline):
     folder = runs / "classify-aligned-resnet19"
     results = check_run(folder, ["submission.csv", "features.npz", "valid_probabilities.csv", "valid_predictions.png"])
     check_submission(folder / "submission.csv", survey / "sample_submission.csv")
-    assert 0 < results["log loss"] < 35 and 0 <= results["top-1 accuracy"] <= 1
+    assert results["validation images"] == len(load_split(load_survey(survey)).valid)
+    split = load_split(load_survey(survey))
+    aligner_trained_on = set(split.train)
     with np.load(folder / "features.npz") as z:
         assert z["valid_features"].shape == (len(z["valid_names"]), 64)   # resnet19's GAP width
-        assert set(z["train_names"]).isdisjoint(z["valid_names"])
+        # the one stored split: the classifier validates on the survey's validation photos,
+        # none of which the aligner trained on
+        assert set(z["valid_names"]) == set(split.valid)
+        assert aligner_trained_on.isdisjoint(z["valid_names"])
 
 
 def test_localize_then_box_classifier(pipeline):
     survey, runs = pipeline
     assert run(pipeline, "--stage", "localize", "--image-size", "32", "--crop-size", "16") == 0
     results = check_run(runs / "localize", ["iou_histogram.png", "valid_boxes.png", "crops/train.csv"])
-    assert 0 <= results["mean IoU"] <= 1
+    assert results["box crops written"] == len(load_survey(survey).train) + len(load_survey(survey).test)
     assert run(pipeline, "--stage", "classify", "--crops", "boxes", "--image-size", "16") == 0
     check_submission(runs / "classify-boxes-resnet19" / "submission.csv", survey / "sample_submission.csv")
 
@@ -126,3 +135,28 @@ def test_identify_a_photo(pipeline, tmp_path, capsys):
     assert "broken.jpg: skipped" in out.err
     assert (tmp_path / "out" / f"{photo.stem}_crop.png").is_file()
     assert (tmp_path / "out" / f"{photo.stem}_candidates.png").is_file()
+
+
+def test_classify_with_auxiliary_heads_then_evaluate(pipeline):
+    survey, runs = pipeline
+    folder = runs / "classify-aux"
+    assert run(pipeline, "--stage", "classify", "--image-size", "16", "--aux-targets", "--run-dir", str(folder)) == 0
+    aux = json.loads((folder / "aux.json").read_text())
+    assert aux["types"] >= 2 and aux["points"] == 4
+    scores = evaluate(folder, runs / "align" / "crops", progress=False)
+    split = load_split(load_survey(survey))
+    # its own data: the training images are left out, the validation and labelled test crops scored
+    assert scores["training images of the run left out"] == len(split.train)
+    assert scores["images"] == len(split.valid) + len(load_survey(survey).test_labels)
+
+
+def test_align_and_classify_a_survey_without_test_photos(make_survey, tmp_path):
+    """A researcher's labelled catalogue: no sample_submission.csv, so nothing to submit."""
+    survey = make_survey()
+    (survey / "sample_submission.csv").unlink()
+    (survey / "test_labels.csv").unlink()
+    args = ["--data-dir", str(survey), "--runs", str(tmp_path), *TINY]
+    assert main(["--stage", "align", "--image-size", "32", "--crop-size", "16", *args]) == 0
+    assert main(["--stage", "classify", "--image-size", "16", *args]) == 0
+    assert not (tmp_path / "classify-aligned-resnet19" / "submission.csv").exists()
+    assert json.loads((tmp_path / "classify-aligned-resnet19" / "results.json").read_text())["validation images"] > 0

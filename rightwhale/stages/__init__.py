@@ -25,14 +25,16 @@ EPILOG = """examples:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python train.py", description=__doc__.split("\n")[0].strip("`"),
+    p = argparse.ArgumentParser(prog="python train.py", description="Train one stage of the pipeline of the "
+                                "2nd place NOAA Right Whale Recognition solution; every stage writes a run folder.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", required=True, choices=STAGES,
                    help="naive: whole-photo classifier; localize: head-box regressor and box crops; "
                         "align: bonnet/blowhead aligner and aligned head crops; classify: classifier on crops")
     p.add_argument("--data-dir", help="data directory in the Kaggle layout (train.csv, imgs/, "
                                       "sample_submission.csv, points1/2.json); default: the embedded "
-                                      "synthetic survey in ./data/synthetic-survey, generated on first use")
+                                      "synthetic survey in ./data/synthetic-survey, generated on first use. "
+                                      "classify reads --crops instead and checks they were cut from it")
     p.add_argument("--preset", choices=PRESETS, default="cpu",
                    help="cpu: small inputs, finishes in minutes on 2 cores (default); "
                         "original: the 2015 solution's sizes and hyper-parameters (GPU)")
@@ -47,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", default="aligned",
                    help="classify only: 'aligned' (runs/align/crops, default), 'boxes' "
                         "(runs/localize/crops) or a data directory of ready crops")
+    p.add_argument("--aux-targets", action="store_true",
+                   help="classify only: auxiliary heads for the whale's pattern type (whale_types.csv) and the "
+                        "bonnet/blowhead position in the crop, as the 1st place team did")
     p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
     p.add_argument("--run-dir", help="this run's folder (default RUNS/<stage>, classify: RUNS/classify-<crops>-<model>)")
     p.add_argument("--continue-training", action="store_true",
@@ -59,7 +64,8 @@ def _overrides(args) -> dict:
     names = {"model": "model", "epochs": "max_epochs", "batch_size": "batch_size",
              "learning_rate": "learning_rate", "image_size": "image_size", "crop_size": "crop_size",
              "seed": "seed"}
-    return {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+    overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+    return overrides | ({"aux_targets": True} if args.aux_targets else {})
 
 
 def default_run_dir(args, cfg) -> Path:
@@ -80,7 +86,7 @@ def run_stage(args) -> dict:
     parent = None
     if args.stage == "classify":
         data_dir = crops.resolve(args.crops, Path(args.runs))
-        parent = crops.parent_survey(data_dir)
+        parent = crops.parent_survey(data_dir, args.data_dir)
     else:
         data_dir = resolve_data_dir(args.data_dir)
     run_dir = default_run_dir(args, cfg)
@@ -95,11 +101,13 @@ def run_stage(args) -> dict:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.stage != "classify" and args.crops != "aligned":
-        parser().error("--crops applies to --stage classify only")
+    if args.stage != "classify" and (args.crops != "aligned" or args.aux_targets):
+        parser().error("--crops and --aux-targets apply to --stage classify only")
+    if args.crop_size is not None and args.stage not in ("localize", "align"):
+        parser().error("--crop-size applies to --stage localize and align (the stages that write crops)")
     try:
         run_stage(args)
-    except (DataError, FileExistsError, FloatingPointError) as e:
+    except (DataError, FileExistsError, FloatingPointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rightwhale import metrics, plots
+from rightwhale import crop, metrics, plots
 from rightwhale.checkpoint import load_variables
-from rightwhale.crop import head_crop_matrix
+from rightwhale.images import read_image
 from rightwhale.models import get_model
 from rightwhale.report import write_report
 from rightwhale.stages import crops
@@ -55,6 +55,8 @@ def _tta_batch(apply_fn, variables, images, mats, chunk):
 
 def predict_with_tta(model, variables, images, tta, batch_size: int, chunk: int = 16):
     """(points (N, 2, 2) in image pixels, spread (N,)) averaged over the TTA grid."""
+    if len(images) == 0:
+        return np.zeros((0, 2, 2)), np.zeros(0)
     mats = tta_matrices_from_config(tta, images.shape[1])
     points, spread = [], []
     for start in range(0, len(images), batch_size):
@@ -68,8 +70,9 @@ def run(ws: Workspace) -> dict:
     cfg, survey = ws.cfg, ws.survey
     cache = ws.cache()
     size = cfg.image_size
-    annotated = {s: [n for n in ws.present(cache, names) if survey.points(n) is not None]
-                 for s, names in (("train", ws.train_names), ("valid", ws.valid_names))}
+    present = {s: ws.present(cache, names) for s, names in
+               (("train", ws.split.train), ("valid", ws.split.valid), ("test", survey.test))}
+    annotated = {s: [n for n in present[s] if survey.points(n) is not None] for s in ("train", "valid")}
     if not annotated["train"] or not annotated["valid"]:
         raise crops.MissingInput(f"{survey.root}: the aligner needs bonnet and blowhead points "
                                  "(points1.json, points2.json) for training and validation photos")
@@ -83,58 +86,56 @@ def run(ws: Workspace) -> dict:
           for s in ("train", "valid")), ws.run_dir, resume=ws.resume, progress=ws.progress, log=ws.log)
     variables = load_variables(ws.path("best.msgpack"))
 
-    # Validation: point errors in photo pixels, with and without TTA.
+    # Predicted points, with TTA, for every photo a classifier will not see annotated:
+    # validation and test photos, and training photos nobody annotated.
+    unknown = present["valid"] + present["test"] + [n for n in present["train"] if survey.points(n) is None]
+    tta_cache, spread = predict_with_tta(model, variables, ws.rows(cache, unknown), cfg.tta, cfg.train.batch_size)
+    predicted = dict(zip(unknown, cache.to_photo(unknown, tta_cache)))
+    ws.write_json("predictions.json", {n: {"bonnet": p[0].tolist(), "blowhead": p[1].tolist(),
+                                           "tta_spread_cache_px": float(s)}
+                                       for (n, p), s in zip(predicted.items(), spread)})
+
+    # Scores on the annotated validation photos, in photo pixels, with and without TTA.
     valid = annotated["valid"]
-    images = ws.rows(cache, valid)
-    plain = predict(model, variables, images, cfg.train.batch_size)[0].reshape(-1, 2, 2) * size
-    tta_pts, spread = predict_with_tta(model, variables, images, cfg.tta, cfg.train.batch_size)
-    true_photo = np.stack([survey.points(n) for n in valid])
+    plain = predict(model, variables, ws.rows(cache, valid), cfg.train.batch_size)[0].reshape(-1, 2, 2) * size
+    true_photo = np.stack([survey.points(n) for n in valid]).reshape(-1, 4)
     results = {"validation photos": len(valid), "TTA copies per photo": cfg.tta.size}
-    for label, pts in (("without TTA", plain), ("with TTA", tta_pts)):
-        pixels, fraction = metrics.point_errors(cache.to_photo(valid, pts).reshape(-1, 4), true_photo.reshape(-1, 4))
+    for label, pts in (("without TTA", cache.to_photo(valid, plain)), ("with TTA", np.stack([predicted[n] for n in valid]))):
+        pixels, fraction = metrics.point_errors(pts.reshape(-1, 4), true_photo)
         results |= {f"point error, photo px, {label}": float(pixels.mean()),
                     f"median point error, photo px, {label}": float(np.median(pixels)),
                     f"point error / bonnet-blowhead distance, {label}": float(fraction.mean())}
     results["mean TTA spread (cache px)"] = float(spread.mean())
 
-    # Test photos, then every photo's points in photo pixels: annotated for training, predicted otherwise.
-    test = ws.present(cache, ws.test_names)
-    test_pts, test_spread = predict_with_tta(model, variables, ws.rows(cache, test), cfg.tta, cfg.train.batch_size)
-    predicted = dict(zip(valid, cache.to_photo(valid, tta_pts))) | dict(zip(test, cache.to_photo(test, test_pts)))
-    points = {n: survey.points(n) for n in annotated["train"]} | predicted
-    ws.write_json("predictions.json", {n: {"bonnet": p[0].tolist(), "blowhead": p[1].tolist(), "tta_spread": float(s)}
-                                       for n, p, s in zip([*valid, *test], [*predicted.values()],
-                                                          [*spread, *test_spread])})
-    made = crops.write_crops(ws, "head", points=points)
+    made = crops.write_crops(ws, "head", points={n: survey.points(n) for n in annotated["train"]} | predicted)
     results |= {"head crops written": made["count"], "crops that fell back to the whole photo": len(made["fallback"])}
-
-    _figures(ws, cache, valid, tta_pts, truth["valid"], predicted, size)
+    _figures(ws, cache, valid, truth["valid"], predicted)
     ws.write_json("results.json", results)
     write_report(ws.run_dir, f"Aligner: {cfg.model}", results,
                  figures=[("Validation photos: predicted (dots) and true (rings) bonnet/blowhead", "valid_points.png"),
                           ("Aligned head crops of validation photos, from predicted points", "aligned_crops.png")],
                  notes=["crops/: a data directory of head crops for `train.py --stage classify`",
-                        "points1.json / points2.json: annotated (train) and predicted (valid, test) points"])
+                        "points1.json / points2.json: annotated (train) and predicted (other) points, photo pixels",
+                        "predictions.json: the predicted points with the spread of the TTA copies"])
     return results
 
 
-def _figures(ws, cache, valid, pred_cache, true_cache, predicted_photo, size, count=12):
+def _figures(ws, cache, valid, true_cache, predicted, count=12):
+    """Predicted vs true points on the cached photos, and the aligned crops they give."""
     shown = valid[:count]
-    plots.image_grid([cache.images[cache.index(n)] for n in shown], ws.path("valid_points.png"),
-                     points=pred_cache[:count], true_points=true_cache[:count], titles=shown)
-    crop_dir = ws.path("crops")
-    from rightwhale.images import read_image, photo_size
-    out = ws.cfg.crop_size
-    crops_shown, pred_in, true_in = [], [], []
+    plots.image_grid([cache.images[cache.index(n)] for n in shown], ws.path("valid_points.png"), titles=shown,
+                     points=cache.to_cache(shown, np.stack([predicted[n] for n in shown])), true_points=true_cache[:count])
+    size = ws.cfg.crop_size
+    heads, pred_in, true_in, titles = [], [], [], []
     for n in shown:
-        if not (crop_dir / "imgs" / n).exists():
+        made = crop.head_crop(read_image(ws.survey.image_path(n)), *predicted[n], size, size, predicted=True)
+        if isinstance(made, str):
             continue
-        w, h = photo_size(ws.survey.image_path(n))
-        p = predicted_photo[n]
-        mat = head_crop_matrix(p[0], p[1], np.array([h, w], np.float32), out, out)
-        crops_shown.append(read_image(crop_dir / "imgs" / n))
-        pred_in.append(np.asarray(transform_points(mat, p)))
+        head, mat, _ = made
+        heads.append(head)
+        titles.append(n)
+        pred_in.append(np.asarray(transform_points(mat, predicted[n])))
         true_in.append(np.asarray(transform_points(mat, ws.survey.points(n))))
-    if crops_shown:
-        plots.image_grid(crops_shown, ws.path("aligned_crops.png"), points=pred_in, true_points=true_in,
-                         titles=shown[:len(crops_shown)])
+    if heads:
+        plots.image_grid(heads, ws.path("aligned_crops.png"), points=pred_in, true_points=true_in,
+                         titles=titles)

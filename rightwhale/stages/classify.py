@@ -13,15 +13,20 @@ import functools
 import math
 
 import numpy as np
+import optax
 
 from rightwhale import metrics, plots
+from rightwhale.data import DataError
 from rightwhale.checkpoint import load_variables
 from rightwhale.models import get_model
+from rightwhale.models.auxiliary import WithAuxiliaryHeads
 from rightwhale.report import write_report
 from rightwhale.stages.workspace import Workspace
 from rightwhale.submission import write_submission
-from rightwhale.training import classification_task, fit, predict
+from rightwhale.training import Task, classification_task, fit, predict
 from rightwhale.transforms import augment_batch
+
+AUX_WEIGHT = 0.1      # auxiliary losses next to the whale cross-entropy
 
 
 def augment_images(key, images, target, augment):
@@ -29,15 +34,66 @@ def augment_images(key, images, target, augment):
     return images, target
 
 
+# --- auxiliary targets (--aux-targets): target rows are [label, type, bonnet x, y, blowhead x, y] ---
+
+def build_classifier(model: str, num_classes: int, model_kwargs: dict, aux: dict | None = None):
+    """The classifier of a run, with its auxiliary heads when it was trained with them."""
+    net = get_model(model, num_classes, **model_kwargs)
+    extra = (aux or {}).get("types", 0) + (aux or {}).get("points", 0)
+    return WithAuxiliaryHeads(net, extra) if extra else net
+
+
+def auxiliary_layout(ws: Workspace, names) -> dict:
+    """Which extra targets this data has: pattern types (whale_types.csv) and crop points."""
+    types = ws.labels_source.pattern_types
+    layout = {"types": max(types.values()) + 1 if types else 0,
+              "points": 4 if all(ws.survey.points(n) is not None for n in names) else 0}
+    if not any(layout.values()):
+        raise DataError(f"--aux-targets: {ws.survey.root} has neither whale_types.csv nor points for every image")
+    return layout
+
+
+def auxiliary_targets(ws: Workspace, cache, names) -> np.ndarray:
+    """Rows [label, pattern type, bonnet x, y, blowhead x, y] (points / input size, zeros if absent)."""
+    labelled, types = ws.labels_source, ws.labels_source.pattern_types
+    missing = sorted({labelled.train[n] for n in names} - types.keys()) if types else []
+    if missing:
+        raise DataError(f"{labelled.root}/whale_types.csv has no pattern type for {', '.join(missing[:5])}")
+    rows = [[labelled.label(n), types.get(labelled.train[n], 0),
+             *(np.zeros(4) if ws.survey.points(n) is None
+               else (cache.to_cache(n, ws.survey.points(n)) / cache.size).ravel())] for n in names]
+    return np.array(rows, np.float32).reshape(len(names), 6)
+
+
+def auxiliary_loss(output, target, num_classes, types, points):
+    logits, aux = output[:, :num_classes], output[:, num_classes:]
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, target[:, 0].astype(np.int32))
+    if types:
+        loss += AUX_WEIGHT * optax.softmax_cross_entropy_with_integer_labels(aux[:, :types], target[:, 1].astype(np.int32))
+    if points:
+        loss += AUX_WEIGHT * ((aux[:, types:] - target[:, 2:]) ** 2).mean(axis=1)
+    return loss
+
+
+def auxiliary_metrics(output, target, num_classes):
+    return {"accuracy": metrics.top_k_hits(output[:, :num_classes], target[:, 0].astype(np.int32), 1).astype(np.float32)}
+
+
+def augment_auxiliary(key, images, target, augment):
+    size = images.shape[1]
+    images, pts, _ = augment_batch(key, images, augment, points=target[:, 2:].reshape(-1, 2, 2) * size)
+    return images, target.at[:, 2:].set(pts.reshape(-1, 4) / size)
+
+
+def auxiliary_task(cfg, num_classes, layout) -> Task:
+    return Task(functools.partial(auxiliary_loss, num_classes=num_classes, **layout),
+                functools.partial(auxiliary_metrics, num_classes=num_classes), "accuracy",
+                functools.partial(augment_auxiliary, augment=cfg.train.augment))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
-
-
-def class_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Training frequencies (add-one smoothed): the baseline that knows no pixels."""
-    counts = np.bincount(labels, minlength=num_classes) + 1.0
-    return counts / counts.sum()
 
 
 def score(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray) -> dict:
@@ -60,28 +116,36 @@ def train_classifier(ws: Workspace, cache):
     """
     cfg, survey, labelled = ws.cfg, ws.survey, ws.labels_source
     names = {split: ws.present(cache, n) for split, n in
-             (("train", ws.train_names), ("valid", ws.valid_names), ("test", ws.test_names))}
+             (("train", ws.split.train), ("valid", ws.split.valid), ("test", labelled.test))}
     labels = {split: labelled.labels_array(names[split]) for split in ("train", "valid")}
-    model = get_model(cfg.model, len(survey.classes), **cfg.model_kwargs)
-    task = classification_task(augment=functools.partial(augment_images, augment=cfg.train.augment))
-    fit(model, cfg.train, task, *({"image": ws.rows(cache, names[s]), "target": labels[s]} for s in ("train", "valid")),
+    k = len(labelled.classes)
+    targets, aux = labels, None
+    if cfg.aux_targets:
+        aux = auxiliary_layout(ws, names["train"] + names["valid"])
+        ws.write_json("aux.json", aux)
+        targets = {s: auxiliary_targets(ws, cache, names[s]) for s in labels}
+        task = auxiliary_task(cfg, k, aux)
+    else:
+        task = classification_task(augment=functools.partial(augment_images, augment=cfg.train.augment))
+    model = build_classifier(cfg.model, k, cfg.model_kwargs, aux)
+    fit(model, cfg.train, task, *({"image": ws.rows(cache, names[s]), "target": targets[s]} for s in ("train", "valid")),
         ws.run_dir, resume=ws.resume, progress=ws.progress, log=ws.log)
 
     variables = load_variables(ws.path("best.msgpack"))
     outputs = {s: predict(model, variables, ws.rows(cache, n), cfg.train.batch_size) for s, n in names.items()}
-    probs = {s: softmax(logits) for s, (logits, _) in outputs.items()}
-    prior = class_prior(labels["train"], len(survey.classes))
+    probs = {s: softmax(logits[:, :k]) for s, (logits, _) in outputs.items()}
+    prior = metrics.class_prior(labels["train"], len(labelled.classes))
 
     def rows_for(split, rows):
         found = dict(zip(names[split], probs[split]))
         return np.stack([found.get(r, prior) for r in rows]) if rows else np.zeros((0, len(prior)))
 
-    results = score(rows_for("valid", ws.valid_names), labelled.labels_array(ws.valid_names), prior)
-    results["validation images without input (scored with the prior)"] = len(ws.valid_names) - len(names["valid"])
-    write_submission(ws.path("valid_probabilities.csv"), names["valid"], survey.classes, probs["valid"])
+    results = score(rows_for("valid", ws.split.valid), labelled.labels_array(ws.split.valid), prior)
+    results["validation images without input (scored with the prior)"] = len(ws.split.valid) - len(names["valid"])
+    write_submission(ws.path("valid_probabilities.csv"), names["valid"], labelled.classes, probs["valid"])
     if labelled.test:
-        write_submission(ws.path("submission.csv"), labelled.test, survey.classes, rows_for("test", labelled.test))
-    ws.write_npz("features.npz", classes=np.array(survey.classes),
+        write_submission(ws.path("submission.csv"), labelled.test, labelled.classes, rows_for("test", labelled.test))
+    ws.write_npz("features.npz", classes=np.array(labelled.classes),
                  **{f"{s}_names": np.array(n, dtype=str) for s, n in names.items()},
                  **{f"{s}_features": outputs[s][1] for s in names},
                  **{f"{s}_probabilities": probs[s] for s in names},
@@ -92,12 +156,12 @@ def train_classifier(ws: Workspace, cache):
 
 def prediction_grid(ws: Workspace, cache, names, probs, path, count: int = 12):
     """Validation inputs titled with the top guess, its probability and whether it is right."""
-    classes, shown = ws.survey.classes, names[:count]
+    labelled, shown = ws.labels_source, names[:count]
     titles = []
     for name, p in zip(shown, probs[:count]):
         guess = int(np.argmax(p))
-        mark = "ok" if guess == ws.survey.label(name) else f"true {ws.survey.train[name]}"
-        titles.append(f"{classes[guess]} {p[guess]:.2f} ({mark})")
+        mark = "ok" if guess == labelled.label(name) else f"true {labelled.train[name]}"
+        titles.append(f"{labelled.classes[guess]} {p[guess]:.2f} ({mark})")
     return plots.image_grid([cache.images[cache.index(n)] for n in shown], path, titles=titles, ncols=6)
 
 

@@ -36,12 +36,12 @@ def write_crops(ws, kind: str, points: dict | None = None, boxes: dict | None = 
         atomic.write_json(ws.path("boxes.json"), sloth_boxes(boxes))
         made = crop.crop_data_dir(ws.survey.root, partial, size, size, boxes=ws.path("boxes.json"),
                                   progress=ws.progress)
-    atomic.write_json(partial / "source.json", {"survey": str(ws.survey.root.resolve()), "kind": kind,
-                                                "stage": ws.cfg.stage, "run": str(ws.run_dir.resolve())})
+    source = json.loads((partial / "source.json").read_text())
+    atomic.write_json(partial / "source.json", source | {"stage": ws.cfg.stage, "run": str(ws.run_dir.resolve())})
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
-    # the survey's own problems were reported when it was opened
-    report_problems([p for p in made["problems"] if p not in ws.survey.problems])
+    known = set(ws.survey.problems)    # reported when the survey was opened
+    report_problems([p for p in made["problems"] if p not in known])
     return {"count": len(made["cropped"]), "fallback": made["fallback"]}
 
 
@@ -61,7 +61,19 @@ def resolve(arg: str, runs_root: Path) -> Path:
     return path
 
 
-def parent_survey(crops_dir: Path):
-    """The survey the crops were cut from, or None for a plain folder of crops."""
+def parent_survey(crops_dir: Path, data_dir=None, log=print):
+    """The survey the crops were cut from, or None for a plain folder of crops.
+
+    `data_dir`, when given, must be that survey: a classifier must not mix
+    crops of one data set with the split of another.
+    """
     source = Path(crops_dir) / "source.json"
-    return load_survey(json.loads(source.read_text())["survey"]) if source.is_file() else None
+    if not source.is_file():
+        log(f"{crops_dir} has no source.json: treated as a data set of its own, with its own split "
+            "(crops made by `python -m rightwhale.crop` name their survey; such a folder here was not)")
+        return None
+    parent = Path(json.loads(source.read_text())["survey"])
+    if data_dir is not None and Path(data_dir).resolve() != parent.resolve():
+        raise DataError(f"{crops_dir} holds crops of {parent}, not of --data-dir {data_dir}; rerun the "
+                        f"cropping stage with --data-dir {data_dir} or drop --data-dir")
+    return load_survey(parent)

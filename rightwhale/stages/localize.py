@@ -18,8 +18,11 @@ from rightwhale.models import get_model
 from rightwhale.report import write_report
 from rightwhale.stages import crops
 from rightwhale.stages.workspace import Workspace
+from rightwhale.crop import head_crop_matrix
 from rightwhale.training import fit, predict, regression_task
-from rightwhale.transforms import augment_batch
+from rightwhale.transforms import augment_batch, invert, transform_points
+
+WINDOW_CORNERS = np.array([[-0.5, -0.5], [1.5, -0.5], [-0.5, 0.5], [1.5, 0.5]])
 
 
 def augment_boxes(key, images, target, augment):
@@ -35,26 +38,27 @@ def iou_metric(output, target):
 def head_boxes(survey) -> dict:
     """Annotated head boxes; where a photo has only points, the box around its head-crop window."""
     boxes = dict(survey.boxes)
-    for name in survey.bonnet.keys() & survey.blowhead.keys() - boxes.keys():
-        p1, p2 = survey.bonnet[name], survey.blowhead[name]
-        d, centre = np.linalg.norm(p1 - p2), 0.4 * p1 + 0.6 * p2
-        angle = np.arctan2(*(p1 - p2)[::-1])
-        # half extents of the 2d x d window rotated by `angle`
-        hx = abs(d * np.cos(angle)) + abs(0.5 * d * np.sin(angle))
-        hy = abs(d * np.sin(angle)) + abs(0.5 * d * np.cos(angle))
-        boxes[name] = np.array([centre[0] - hx, centre[1] - hy, 2 * hx, 2 * hy])
+    todo = sorted(survey.bonnet.keys() & survey.blowhead.keys() - boxes.keys())
+    if todo:
+        p1, p2 = (np.stack([pts[n] for n in todo]) for pts in (survey.bonnet, survey.blowhead))
+        # the 2d x d window as a 2 x 1 pixel crop, its corners mapped back into the photo
+        to_photo = invert(head_crop_matrix(p1, p2, np.full((len(todo), 2), 1e9), 2, 1))
+        corners = np.asarray(transform_points(to_photo, np.broadcast_to(WINDOW_CORNERS, (len(todo), 4, 2))))
+        lo, hi = corners.min(axis=1), corners.max(axis=1)
+        boxes |= dict(zip(todo, np.concatenate([lo, hi - lo], axis=1)))
     return boxes
 
 
 def run(ws: Workspace) -> dict:
-    cfg = ws.cfg
+    cfg, survey = ws.cfg, ws.survey
     cache = ws.cache()
     size = cfg.image_size
-    truth_photo = head_boxes(ws.survey)
-    names = {s: [n for n in ws.present(cache, ns) if n in truth_photo]
-             for s, ns in (("train", ws.train_names), ("valid", ws.valid_names))}
+    truth_photo = head_boxes(survey)
+    present = {s: ws.present(cache, names) for s, names in
+               (("train", ws.split.train), ("valid", ws.split.valid), ("test", survey.test))}
+    names = {s: [n for n in present[s] if n in truth_photo] for s in ("train", "valid")}
     if not names["train"] or not names["valid"]:
-        raise crops.MissingInput(f"{ws.survey.root}: the box localizer needs head boxes (head_boxes.json) "
+        raise crops.MissingInput(f"{survey.root}: the box localizer needs head boxes (head_boxes.json) "
                                  "or bonnet/blowhead points for training and validation photos")
     truth = {s: cache.boxes_to_cache(n, np.stack([truth_photo[x] for x in n])) for s, n in names.items()}
     model = get_model(cfg.model, 4, **cfg.model_kwargs)
@@ -65,25 +69,25 @@ def run(ws: Workspace) -> dict:
           for s in ("train", "valid")), ws.run_dir, resume=ws.resume, progress=ws.progress, log=ws.log)
     variables = load_variables(ws.path("best.msgpack"))
 
-    valid, test = names["valid"], ws.present(cache, ws.test_names)
-    pred = {s: predict(model, variables, ws.rows(cache, n), cfg.train.batch_size)[0] * size
-            for s, n in (("valid", valid), ("test", test))}
-    for boxes in pred.values():   # a regressor can output a negative size; a box is at least a pixel
-        boxes[:, 2:] = np.maximum(boxes[:, 2:], 1.0)
-    ious = metrics.iou(pred["valid"], truth["valid"])
+    # Predicted boxes for every photo without an annotated one for training.
+    unknown = present["valid"] + present["test"] + [n for n in present["train"] if n not in truth_photo]
+    pred = predict(model, variables, ws.rows(cache, unknown), cfg.train.batch_size)[0] * size
+    pred[:, 2:] = np.maximum(pred[:, 2:], 1.0)   # a regressor can output a negative size; a box is at least a pixel
+    predicted = dict(zip(unknown, cache.boxes_to_photo(unknown, pred)))
+    ws.write_json("predictions.json", {n: b.tolist() for n, b in predicted.items()})
+
+    valid = names["valid"]
+    pred_valid = cache.boxes_to_cache(valid, np.stack([predicted[n] for n in valid]))
+    ious = metrics.iou(pred_valid, truth["valid"])
     results = {"validation photos": len(valid), "mean IoU": float(ious.mean()),
                "median IoU": float(np.median(ious)), "share with IoU >= 0.5": float((ious >= 0.5).mean())}
     plots.histogram(ious, ws.path("iou_histogram.png"), "IoU of predicted and true head box",
                     title=f"validation, {len(valid)} photos", range_=(0, 1))
     shown = valid[:12]
     plots.image_grid([cache.images[cache.index(n)] for n in shown], ws.path("valid_boxes.png"), titles=shown,
-                     boxes=[np.stack([p, t]) for p, t in zip(pred["valid"][:12], truth["valid"][:12])])
+                     boxes=[np.stack([p, t]) for p, t in zip(pred_valid[:12], truth["valid"][:12])])
 
-    predicted = (dict(zip(valid, cache.boxes_to_photo(valid, pred["valid"])))
-                 | dict(zip(test, cache.boxes_to_photo(test, pred["test"]))))
-    boxes = {n: truth_photo[n] for n in names["train"]} | predicted
-    ws.write_json("predictions.json", {n: b.tolist() for n, b in predicted.items()})
-    made = crops.write_crops(ws, "box", boxes=boxes)
+    made = crops.write_crops(ws, "box", boxes={n: truth_photo[n] for n in names["train"]} | predicted)
     results["box crops written"] = made["count"]
     ws.write_json("results.json", results)
     write_report(ws.run_dir, f"Head-box localizer: {cfg.model}", results,

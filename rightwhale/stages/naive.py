@@ -14,6 +14,7 @@ from rightwhale import plots
 from rightwhale.report import write_report
 from rightwhale.saliency import occlusion_map
 from rightwhale.stages.classify import prediction_grid, softmax, train_classifier
+from rightwhale.stages.localize import head_boxes
 from rightwhale.stages.workspace import Workspace
 from rightwhale.training import predict
 
@@ -33,13 +34,13 @@ def run(ws: Workspace) -> dict:
     size = ws.cfg.image_size
     maps = [occlusion_map(predict_proba, photo, ws.survey.label(n), patch=max(size // 8, 2), stride=max(size // 16, 1))
             for photo, n in zip(photos, shown)]
-    # How much of the saliency falls on the head box: the whale, or the sea?
-    on_head = [_share_on_box(m, ws.survey.boxes.get(n), cache, n) for m, n in zip(maps, shown)]
-    on_head = [v for v in on_head if v is not None]
-    if on_head:
-        results["saliency share on the head box"] = float(np.mean(on_head))
-        results["head box share of the photo"] = float(np.mean([
-            _box_area_share(ws.survey.boxes[n], cache, n) for n in shown if n in ws.survey.boxes]))
+    # How much of the saliency falls on the head: the whale, or the sea?
+    boxes = head_boxes(ws.survey)
+    pairs = [(_box_mask(boxes[n], cache, n), m) for m, n in zip(maps, shown) if n in boxes]
+    pairs = [(mask, np.clip(m, 0, None)) for mask, m in pairs if m.max() > 0]
+    if pairs:
+        results["saliency share on the head box"] = float(np.mean([m[mask].sum() / m.sum() for mask, m in pairs]))
+        results["head box share of the photo"] = float(np.mean([mask.mean() for mask, _ in pairs]))
     plots.saliency_overlays(photos, maps, ws.path("saliency.png"),
                             titles=[f"{n} ({ws.survey.train[n]})" for n in shown])
     ws.write_json("results.json", results)
@@ -58,15 +59,3 @@ def _box_mask(box, cache, name):
     mask = np.zeros((size, size), bool)
     mask[max(int(y), 0):max(int(np.ceil(y + h)), 0), max(int(x), 0):max(int(np.ceil(x + w)), 0)] = True
     return mask
-
-
-def _share_on_box(heat, box, cache, name):
-    if box is None:
-        return None
-    positive = np.clip(heat, 0, None)
-    total = positive.sum()
-    return float(positive[_box_mask(box, cache, name)].sum() / total) if total > 0 else None
-
-
-def _box_area_share(box, cache, name):
-    return float(_box_mask(box, cache, name).mean())

@@ -7,7 +7,6 @@ stage's predictions and figures, and report.md tying them together.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from rightwhale.config import StageConfig
 from rightwhale.data import DataError, Survey, load_survey, report_problems, save_classes
 from rightwhale.split import Split, ensure_split, load_split
 
-# Fields a resumed run may change: how long it trains.
+# Fields a resumed run may change: how long it trains (max_epochs only without a
+# learning-rate decay, whose schedule spans max_epochs).
 RESUMABLE_CHANGES = {"max_epochs", "patience"}
 
 
@@ -54,18 +54,6 @@ class Workspace:
         """Where every split image has its label, also one that yielded no crop."""
         return self.parent or self.survey
 
-    @property
-    def train_names(self) -> list[str]:
-        return self.split.train
-
-    @property
-    def valid_names(self) -> list[str]:
-        return self.split.valid
-
-    @property
-    def test_names(self) -> list[str]:
-        return self.survey.test
-
     def cache(self, size: int | None = None) -> ImageCache:
         """Every photo of the survey, decoded once at size x size (built on first use)."""
         return build_cache(self.survey.root, size or self.cfg.image_size, progress=self.progress)
@@ -89,19 +77,18 @@ class Workspace:
         return self.path(name)
 
     def write_npz(self, name: str, **arrays) -> Path:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic.write_bytes(self.path(name), buf.getvalue())
+        atomic.write_npz(self.path(name), **arrays)
         return self.path(name)
 
 
 def _config_changes(stored: dict, current: dict, prefix="") -> list[str]:
+    allowed = RESUMABLE_CHANGES - ({"max_epochs"} if stored.get("final_learning_rate") is not None else set())
     changes = []
     for key in sorted(set(stored) | set(current)):
         a, b = stored.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             changes += _config_changes(a, b, f"{prefix}{key}.")
-        elif a != b and key not in RESUMABLE_CHANGES:
+        elif a != b and key not in allowed:
             changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return changes
 
