@@ -1,14 +1,9 @@
-"""Stage 0: decode every photo once into a memory-mapped NxN uint8 array.
+"""Stage 0: decode every photo once into a memory-mapped NxN uint8 array (python -m rightwhale.cache).
 
-Training reads thousands of random samples per epoch; decoding 3072x2048
-JPEGs each time would dominate. The cache lives in derived_dir/cache-<N>/:
-images.u8 (raw N_img x N x N x 3) and index.json (names, original sizes, data
-fingerprint, failed images). A build writes images.u8.partial and saves
-progress.json every few hundred images, so a killed build resumes where it
-stopped; the index is written last, atomically, and only then is the cache
-valid.
-
-    python -m rightwhale.cache --data-dir DIR --size 256
+Decoding 3072x2048 JPEGs for every training sample would dominate. derived_dir/cache-<N>/ holds images.u8 (raw
+N_img x N x N x 3) and index.json (names, original sizes, data fingerprint, failed images). A build fills
+images.u8.partial and saves progress.json every few hundred images, so a killed build resumes where it stopped;
+the index is written last, and only then is the cache valid.
 """
 from __future__ import annotations
 
@@ -27,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rightwhale.atomic import write_json
+from rightwhale.atomic import atomic_open, write_json
 from rightwhale.data import DataError, Problem, derived_dir, load_survey, report_problems, \
     resolve_data_dir, summarize_problems
 from rightwhale.images import BadImage, photo_size, read_image
@@ -43,10 +38,6 @@ def cache_dir(data_dir, size: int) -> Path:
     return derived_dir(data_dir) / f"cache-{size}"
 
 
-def _build_command(data_dir, size: int) -> str:
-    return f"python -m rightwhale.cache --data-dir {data_dir} --size {size}"
-
-
 def rescale_points(xy, scale):
     """Points after resizing an image by `scale` (sx, sy), pixel centres at integers."""
     return (np.asarray(xy, np.float64) + 0.5) * scale - 0.5
@@ -54,11 +45,9 @@ def rescale_points(xy, scale):
 
 @dataclass(frozen=True)
 class ImageCache:
-    """Cached images with the geometry to move annotations between photo and cache pixels.
-
-    Points use the pixel-centre convention (pixel i covers [i - 0.5, i + 0.5]),
-    so x_cache = (x_photo + 0.5) * sx - 0.5 with sx = N / photo width.
-    """
+    """Cached images with the geometry to move annotations between photo and cache pixels. Points use the
+    pixel-centre convention (pixel i covers [i - 0.5, i + 0.5]): x_cache = (x_photo + 0.5) * sx - 0.5 with
+    sx = N / photo width. Points are (B, ..., 2) for a list of B names, or (..., 2) for one name."""
     root: Path
     size: int
     images: np.ndarray        # read-only memmap, (N_img, size, size, 3) uint8
@@ -83,31 +72,28 @@ class ImageCache:
         w, h = self.sizes[self.index(name)]
         return self.size / float(w), self.size / float(h)
 
-    def _scales(self, names, ndim: int) -> np.ndarray:
-        """Scales shaped to broadcast against (B, ..., 2) values, or (..., 2) for one name."""
+    def _scaled(self, names, values) -> tuple[np.ndarray, np.ndarray]:
+        """`values` as float64, and the scales of `names` shaped to broadcast against them."""
+        values = np.asarray(values, dtype=np.float64)
         if isinstance(names, str):
-            return np.asarray(self.scale(names))
+            return values, np.asarray(self.scale(names))
         s = self.size / self.sizes[[self.index(n) for n in names]].astype(np.float64)
-        return s.reshape(len(s), *([1] * (ndim - 2)), 2)
+        return values, s.reshape(len(s), *([1] * (values.ndim - 2)), 2)
 
     def to_cache(self, names, xy) -> np.ndarray:
-        """Points (B, ..., 2) of images `names` (or (..., 2) of one name), photo -> cache."""
-        xy = np.asarray(xy, dtype=np.float64)
-        return rescale_points(xy, self._scales(names, xy.ndim))
+        return rescale_points(*self._scaled(names, xy))
 
     def to_photo(self, names, xy) -> np.ndarray:
-        xy = np.asarray(xy, dtype=np.float64)
-        return rescale_points(xy, 1 / self._scales(names, xy.ndim))
+        xy, s = self._scaled(names, xy)
+        return rescale_points(xy, 1 / s)
 
     def boxes_to_cache(self, names, boxes) -> np.ndarray:
         """Boxes (x, y, w, h): the corner moves like a point, the size scales."""
-        boxes = np.asarray(boxes, dtype=np.float64)
-        s = self._scales(names, boxes.ndim)
+        boxes, s = self._scaled(names, boxes)
         return np.concatenate([(boxes[..., :2] + 0.5) * s - 0.5, boxes[..., 2:] * s], axis=-1)
 
     def boxes_to_photo(self, names, boxes) -> np.ndarray:
-        boxes = np.asarray(boxes, dtype=np.float64)
-        s = self._scales(names, boxes.ndim)
+        boxes, s = self._scaled(names, boxes)
         return np.concatenate([(boxes[..., :2] + 0.5) / s - 0.5, boxes[..., 2:] / s], axis=-1)
 
 
@@ -118,8 +104,7 @@ def _read_index(folder: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise DataError(f"{folder / INDEX}: malformed cache index ({e}); delete {folder} "
-                        "and rebuild") from e
+        raise DataError(f"{folder / INDEX}: malformed cache index ({e}); delete {folder} and rebuild") from e
 
 
 def _is_current(meta: dict | None, names: list[str], data_fingerprint: str) -> bool:
@@ -131,17 +116,16 @@ def open_cache(data_dir, size: int, survey=None) -> ImageCache:
     """Open a built cache; with `survey`, also refuse one built for other data."""
     folder = cache_dir(data_dir, size)
     meta = _read_index(folder)
+    command = f"python -m rightwhale.cache --data-dir {data_dir} --size {size}"
     if meta is None:
-        raise DataError(f"{folder}: no image cache of size {size} for {data_dir}; build it "
-                        f"with: {_build_command(data_dir, size)}")
-    if survey is not None and not _is_current(meta, [*survey.train, *survey.test],
-                                              fingerprint(survey)):
-        raise DataError(f"{folder}: the image cache was built for different data than "
-                        f"{survey.root}; rebuild it with: {_build_command(data_dir, size)}")
+        raise DataError(f"{folder}: no image cache of size {size} for {data_dir}; build it with: {command}")
+    if survey is not None and not _is_current(meta, [*survey.train, *survey.test], fingerprint(survey)):
+        raise DataError(f"{folder}: the image cache was built for different data than {survey.root}; "
+                        f"rebuild it with: {command}")
     shape = (len(meta["names"]), size, size, 3)
     if (folder / DATA).stat().st_size != int(np.prod(shape)):
-        raise DataError(f"{folder / DATA}: wrong size for {shape[0]} images of {size}x{size}; "
-                        f"delete {folder} and rebuild with: {_build_command(data_dir, size)}")
+        raise DataError(f"{folder / DATA}: wrong size for {shape[0]} images of {size}x{size}; delete {folder} "
+                        f"and rebuild with: {command}")
     return ImageCache(root=folder, size=size, names=meta["names"],
                       images=np.memmap(folder / DATA, np.uint8, "r", shape=shape),
                       sizes=np.asarray(meta["sizes"], dtype=np.int64).reshape(-1, 2),
@@ -151,11 +135,11 @@ def open_cache(data_dir, size: int, survey=None) -> ImageCache:
 # --- building -----------------------------------------------------------------
 
 def _decode_one(target: np.ndarray, i: int, path: Path, size: int):
-    """Decode image i into target[i]; returns (i, (w, h)) or (i, reason)."""
+    """Decode image i into target[i]; returns (i, [w, h]) or (i, reason)."""
     try:
-        wh = photo_size(path)
+        wh = list(photo_size(path))
         target[i] = read_image(path, size)
-        return i, list(wh)
+        return i, wh
     except BadImage as e:
         return i, str(e).split(": ", 1)[-1]
 
@@ -163,7 +147,7 @@ def _decode_one(target: np.ndarray, i: int, path: Path, size: int):
 def _decode_chunk(partial: str, shape, jobs, size: int):
     """Runs in a worker process: decode straight into the shared file."""
     target = np.memmap(partial, np.uint8, "r+", shape=shape)
-    results = [_decode_one(target, i, Path(path), size) for i, path in jobs]
+    results = [_decode_one(target, i, path, size) for i, path in jobs]
     target.flush()   # on disk before the parent marks these images done
     return results
 
@@ -171,15 +155,13 @@ def _decode_chunk(partial: str, shape, jobs, size: int):
 def _decoded(target, jobs, size, workers):
     """Yield (i, size or reason) as images finish, in-process or over a process pool."""
     if workers <= 1:
-        for i, path in jobs:
-            yield _decode_one(target, i, path, size)
+        yield from (_decode_one(target, i, path, size) for i, path in jobs)
         return
     # spawn, not fork: the caller may have started JAX's threads.
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        chunks = [jobs[k:k + WORKER_CHUNK] for k in range(0, len(jobs), WORKER_CHUNK)]
-        futures = [pool.submit(_decode_chunk, target.filename, target.shape,
-                               [(i, str(p)) for i, p in chunk], size) for chunk in chunks]
+        futures = [pool.submit(_decode_chunk, target.filename, target.shape, jobs[k:k + WORKER_CHUNK], size)
+                   for k in range(0, len(jobs), WORKER_CHUNK)]
         for future in as_completed(futures):
             yield from future.result()
     finally:
@@ -187,29 +169,23 @@ def _decoded(target, jobs, size, workers):
 
 
 def _resume_sizes(folder: Path, plan: dict):
-    """Per-image (w, h), None where not done, of an interrupted build of the same plan."""
+    """Per-image [w, h], None where not done, of an interrupted build of the same plan; None if there is none."""
     try:
         state = json.loads((folder / PROGRESS).read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    expected = len(plan["names"]) * plan["size"] ** 2 * 3
-    if any(state.get(k) != v for k, v in plan.items()) or not (folder / PARTIAL).is_file() \
-            or (folder / PARTIAL).stat().st_size != expected:
-        return None
-    return state["sizes"]
+    partial = folder / PARTIAL
+    fits = partial.is_file() and partial.stat().st_size == len(plan["names"]) * plan["size"] ** 2 * 3
+    return state["sizes"] if fits and all(state.get(k) == v for k, v in plan.items()) else None
 
 
 def _finish(folder: Path, target: np.memmap, plan: dict, sizes: list, failed: dict) -> None:
     """Drop failed slots, publish images.u8, then the index (the cache is valid from here)."""
     good = [i for i, wh in enumerate(sizes) if wh is not None]
     if len(good) < len(sizes):
-        compact = np.memmap(folder / (PARTIAL + ".compact"), np.uint8, "w+",
-                            shape=(len(good), *target.shape[1:]))
-        for k in range(0, len(good), 256):
-            compact[k:k + 256] = target[good[k:k + 256]]
-        compact.flush()
-        del compact
-        os.replace(folder / (PARTIAL + ".compact"), folder / PARTIAL)
+        with atomic_open(folder / PARTIAL) as f:
+            for k in range(0, len(good), 256):
+                f.write(target[good[k:k + 256]].tobytes())
     os.replace(folder / PARTIAL, folder / DATA)
     write_json(folder / INDEX, {**plan, "names": [plan["names"][i] for i in good],
                                 "sizes": [sizes[i] for i in good], "failed": failed})
@@ -218,10 +194,9 @@ def _finish(folder: Path, target: np.memmap, plan: dict, sizes: list, failed: di
 
 def build_cache(data_dir, size: int, workers: int | None = None, progress: bool = True, *,
                 save_every: int = 256, on_progress=None) -> ImageCache:
-    """Cache every train and test image at size x size; resumes an interrupted build.
+    """Cache every train and test image at size x size; resumes an interrupted build, reuses a current cache.
 
-    `on_progress(done, total)` is called after each image (tests use it to
-    interrupt a build). Returns the open cache; a current cache is reused.
+    `on_progress(done, total)` is called after each image (tests use it to interrupt a build).
     """
     if size < 1:
         raise ValueError(f"cache size must be positive, got {size}")
@@ -234,14 +209,12 @@ def build_cache(data_dir, size: int, workers: int | None = None, progress: bool 
         fcntl.flock(lock, fcntl.LOCK_EX)      # one builder per cache; others wait, then reuse
         if _is_current(_read_index(folder), names, plan["fingerprint"]):
             return open_cache(data_dir, size)
-        sizes = _resume_sizes(folder, plan)   # images that failed before are tried again
-        shape = (len(names), size, size, 3)
-        if sizes is None:
+        resumed = _resume_sizes(folder, plan)   # images that failed before are tried again
+        if resumed is None:
             (folder / INDEX).unlink(missing_ok=True)
-            with open(folder / PARTIAL, "wb") as f:
-                f.truncate(int(np.prod(shape)))
-            sizes = [None] * len(names)
-        target = np.memmap(folder / PARTIAL, np.uint8, "r+", shape=shape)
+        sizes = [None] * len(names) if resumed is None else resumed
+        target = np.memmap(folder / PARTIAL, np.uint8, "w+" if resumed is None else "r+",
+                           shape=(len(names), size, size, 3))
         jobs = [(i, survey.image_path(n)) for i, n in enumerate(names) if sizes[i] is None]
         failed: dict[str, str] = {}
         if workers is None:
@@ -251,27 +224,24 @@ def build_cache(data_dir, size: int, workers: int | None = None, progress: bool 
             target.flush()                    # pixels reach the file before the marker
             write_json(folder / PROGRESS, {**plan, "sizes": sizes})
 
-        done, unsaved, saved_at = len(names) - len(jobs), 0, time.monotonic()
-        with tqdm(total=len(names), initial=done, unit="img", disable=not progress,
-                  desc=f"cache {size}px") as bar:
-            for i, result in _decoded(target, jobs, size, workers):
+        saved, saved_at = len(names) - len(jobs), time.monotonic()      # images done at the last save, and when
+        with tqdm(total=len(names), initial=saved, unit="img", disable=not progress, desc=f"cache {size}px") as bar:
+            for done, (i, result) in enumerate(_decoded(target, jobs, size, workers), start=saved + 1):
                 if isinstance(result, list):
                     sizes[i] = result
                 else:
                     failed[names[i]] = result
-                done, unsaved = done + 1, unsaved + 1
                 bar.update()
-                if unsaved >= save_every or time.monotonic() - saved_at > SAVE_SECONDS:
+                if done - saved >= save_every or time.monotonic() - saved_at > SAVE_SECONDS:
                     save()
-                    unsaved, saved_at = 0, time.monotonic()
+                    saved, saved_at = done, time.monotonic()
                 if on_progress is not None:
                     on_progress(done, len(names))
         save()
-        problems = survey.problems + [Problem(str(survey.image_path(n)), None, why,
-                                              "unreadable image") for n, why in failed.items()]
+        problems = survey.problems + [Problem(str(survey.image_path(n)), None, why, "unreadable image")
+                                      for n, why in failed.items()]
         if len(failed) == len(names):
-            raise DataError(f"{data_dir}: no image could be decoded.\n"
-                            + summarize_problems(problems, limit=3))
+            raise DataError(f"{data_dir}: no image could be decoded.\n" + summarize_problems(problems, limit=3))
         _finish(folder, target, plan, sizes, failed)
         report_problems(problems)
         return open_cache(data_dir, size)
@@ -280,15 +250,13 @@ def build_cache(data_dir, size: int, workers: int | None = None, progress: bool 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rightwhale.cache",
-        description="Decode every train and test photo of a data directory once into a "
-                    "memory-mapped size x size uint8 cache (aspect not preserved). An "
-                    "interrupted build resumes where it stopped.")
-    parser.add_argument("--data-dir", help="Kaggle-layout data directory (default: the embedded "
-                        "synthetic survey, $RIGHTWHALE_DATA or ./data/synthetic-survey)")
+        description="Decode every train and test photo of a data directory once into a memory-mapped size x size "
+                    "uint8 cache (aspect not preserved). An interrupted build resumes where it stopped.")
+    parser.add_argument("--data-dir", help="Kaggle-layout data directory (default: the embedded synthetic survey, "
+                        "$RIGHTWHALE_DATA or ./data/synthetic-survey)")
     parser.add_argument("--size", type=int, default=256,
                         help="side of the square cached images in pixels (default: 256)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="decoding processes (default: one per core, 1 for small data)")
+    parser.add_argument("--workers", type=int, help="decoding processes (default: one per core, 1 for small data)")
     args = parser.parse_args(argv)
     try:
         data_dir = resolve_data_dir(args.data_dir)

@@ -1,17 +1,6 @@
-"""Checkpoints as msgpack files (flax.serialization), written atomically.
-
-msgpack rather than pickle: a checkpoint handed to someone else can be read
-without executing code. A file holds a nested dict of numpy arrays and plain
-scalars; `load` either returns that dict or restores it into a `target` of
-the same structure (a TrainState, an optax state), which is how a resumed run
-gets its optimizer state and PRNG key back.
-
-Two kinds of files in a run directory (see rightwhale.training.fit):
-  best.msgpack   {"params", "batch_stats"} of the best validation epoch
-  last.msgpack   everything needed to resume: state, epoch, history, counters
-"""
-from __future__ import annotations
-
+"""Checkpoints as msgpack files (flax.serialization), written atomically; unlike pickle, reading
+one runs no code. A run directory holds best.msgpack ({"params", "batch_stats"} of the best epoch)
+and last.msgpack (everything needed to resume; see rightwhale.training.fit)."""
 from pathlib import Path
 
 import jax
@@ -23,12 +12,11 @@ from rightwhale.atomic import write_bytes
 
 def save(path, tree) -> None:
     """Write a pytree (device or host arrays, dicts, struct dataclasses) to `path`."""
-    state_dict = serialization.to_state_dict(jax.device_get(tree))
-    write_bytes(path, serialization.msgpack_serialize(state_dict))
+    write_bytes(path, serialization.msgpack_serialize(serialization.to_state_dict(jax.device_get(tree))))
 
 
 def load(path, target=None):
-    """Read `path`; with `target`, restore into its structure (shapes must match)."""
+    """The tree in `path` as nested dicts, or restored into the structure of `target` (a TrainState)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -42,17 +30,11 @@ def load(path, target=None):
         tree = serialization.from_state_dict(target, restored)
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"checkpoint {path} does not match the expected structure: {e}") from e
-    _check_shapes(path, target, tree)
-    return tree
-
-
-def _check_shapes(path, target, tree) -> None:
-    """from_state_dict accepts any array per leaf; a different model must fail loudly."""
-    for (where, want), got in zip(jax.tree_util.tree_leaves_with_path(target),
-                                  jax.tree_util.tree_leaves(tree)):
-        if np.shape(want) != np.shape(got):
+    for (where, want), got in zip(jax.tree_util.tree_leaves_with_path(target), jax.tree_util.tree_leaves(tree)):
+        if np.shape(want) != np.shape(got):  # from_state_dict takes any shape; other models must fail
             raise ValueError(f"checkpoint {path}: {jax.tree_util.keystr(where)} has shape "
                              f"{np.shape(got)}, expected {np.shape(want)}")
+    return tree
 
 
 def save_variables(path, params, batch_stats) -> None:

@@ -1,29 +1,13 @@
-"""Stage 3, head crop: cut the head out of a photo, turned so the bonnet points right.
+"""Stage 3, head crop (DESIGN.md section 3): cut the head out of a photo, turned so the bonnet points right.
 
-Geometry (utils/points_crop.py of the original): from bonnet p1 and
-blowhead p2, d = |p1 - p2| and centre = 0.4 p1 + 0.6 p2; the photo is
-rotated about the centre so that p1 - p2 points along +x, and a window
-2.0 d wide and 1.0 d high around the centre is kept. The bonnet lands on
-the horizontal centre line, 0.3 of the width right of the centre, the
-blowhead 0.2 left of it. The original then resized that 2:1 window to a
-square (skimage `resize(img, (size, size))`), squeezing it 2x horizontally;
-`out_w = out_h` does the same, `out_w = 2 * out_h` keeps the aspect.
-Rotation, crop and resize are one affine matrix here, so a single bilinear
-warp makes the crop (the original interpolated twice, without
-antialiasing either time) and points map in and out with it.
-
-When the window does not fit the photo or is under 20 x 10 pixels (the
-original's integer test), the crop falls back to the whole photo resized.
-
-Stage 1b crops the localizer's head box instead (scripts/
-create_cached_cropped_image.py): the box, optionally grown by a fraction
-of its size, clipped to the photo and resized to the output size.
-
-CLI: `python -m rightwhale.crop --data-dir DIR --out OUT` writes the crops
-as a new data directory in the Kaggle layout (see `crop_data_dir`).
+As utils/points_crop.py of the original: a window 2d wide and d high (d = |bonnet - blowhead|) around
+0.4 bonnet + 0.6 blowhead, rotated so that the bonnet points along +x, resized to out_w x out_h (the
+original squeezed it to a square; `out_w = 2 * out_h` keeps the aspect). Rotation, crop and resize are one
+affine matrix, so one bilinear warp makes the crop (the original interpolated twice) and points map with it.
+A window that does not fit the photo or is under 20 x 10 pixels falls back to the whole photo resized.
+Stage 1b crops the localizer's head box instead (scripts/create_cached_cropped_image.py), grown by a fraction
+of its size and clipped to the photo. `python -m rightwhale.crop` writes either as a new data directory.
 """
-from __future__ import annotations
-
 import argparse
 import csv
 import functools
@@ -40,6 +24,7 @@ from tqdm import tqdm
 
 from rightwhale import data
 from rightwhale.atomic import write_bytes, write_json, write_text
+from rightwhale.images import BadImage, read_image
 from rightwhale.transforms import rotation, scaling, transform_points, translation, warp
 
 MIN_CROP_H, MIN_CROP_W = 10, 20    # the original's smallest crop, photo pixels
@@ -54,12 +39,8 @@ def whole_photo_matrix(image_hw, out_w, out_h):
 
 @jax.jit
 def crop_falls_back(p1, p2, image_hw):
-    """True where the original would return the whole photo instead of a head crop.
-
-    The original's integer test: margins floor((H - d) / 2) and
-    floor((W - 2d) / 2) must be positive and the kept window at least
-    10 x 20 pixels; non-finite points fall back too.
-    """
+    """True where the original returns the whole photo: its margins floor((H - d) / 2) and floor((W - 2d) / 2)
+    must be positive and the window at least 10 x 20 pixels; non-finite points fall back too."""
     p1, p2, hw = (jnp.asarray(v, jnp.float32) for v in (p1, p2, image_hw))
     h, w = hw[..., 0], hw[..., 1]
     d = jnp.linalg.norm(p1 - p2, axis=-1)
@@ -70,18 +51,14 @@ def crop_falls_back(p1, p2, image_hw):
 
 @functools.partial(jax.jit, static_argnames=("out_w", "out_h"))
 def head_crop_matrix(p1, p2, image_hw, out_w=256, out_h=256):
-    """Photo -> crop coordinates (..., 3, 3) for bonnet p1 and blowhead p2 (..., 2).
-
-    image_hw (..., 2) is each photo's true (H, W), used for the fallback.
-    """
+    """Photo -> crop coordinates (..., 3, 3) for bonnet p1, blowhead p2 (..., 2) in photos of true (H, W) image_hw."""
     p1, p2, hw = (jnp.asarray(v, jnp.float32) for v in (p1, p2, image_hw))
     delta = p1 - p2
     d = jnp.linalg.norm(delta, axis=-1)
     safe_d = jnp.where(jnp.isfinite(d) & (d > 0), d, 1.0)
     angle = jnp.rad2deg(jnp.arctan2(delta[..., 1], delta[..., 0]))
     centre = jnp.nan_to_num(0.4 * p1 + 0.6 * p2)
-    # rotate p1 - p2 onto +x (counter-clockwise on screen by its angle), scale the 2d x d window
-    # to out_w x out_h and put its centre at the crop's centre
+    # rotate p1 - p2 onto +x, scale the 2d x d window to out_w x out_h, centre it in the crop
     head = (translation((out_w - 1) / 2, (out_h - 1) / 2)
             @ scaling(out_w / (2 * safe_d), out_h / safe_d)
             @ rotation(jnp.nan_to_num(angle))
@@ -91,12 +68,8 @@ def head_crop_matrix(p1, p2, image_hw, out_w=256, out_h=256):
 
 @functools.partial(jax.jit, static_argnames=("out_w", "out_h"))
 def crop_heads(images, p1, p2, out_w=256, out_h=256, image_hw=None):
-    """Head crops (B, out_h, out_w, C) in the images' dtype, and the (B, 3, 3) matrices used.
-
-    image_hw (B, 2) gives each photo's true size when photos are zero-padded
-    into a larger array (padding reads as the warp's fill, so crops agree).
-    Points map into a crop with `transform_points(mats, pts)`, back with `invert`.
-    """
+    """Head crops (B, out_h, out_w, C) in the images' dtype, and the (B, 3, 3) matrices used (map points with
+    `transform_points`, back with `invert`). image_hw (B, 2): true sizes of photos zero-padded into one array."""
     images = jnp.asarray(images)
     if image_hw is None:
         image_hw = jnp.broadcast_to(jnp.array(images.shape[1:3], jnp.float32), (images.shape[0], 2))
@@ -110,9 +83,8 @@ def _clipped_box(boxes, image_hw, pad):
     l, t = jnp.floor(boxes[..., 0]), jnp.floor(boxes[..., 1])
     r, b = l + jnp.floor(boxes[..., 2]), t + jnp.floor(boxes[..., 3])
     pad_x, pad_y = jnp.round(boxes[..., 2] * pad / 2), jnp.round(boxes[..., 3] * pad / 2)
-    clip_x = lambda v: jnp.clip(v, 0, hw[..., 1])
-    clip_y = lambda v: jnp.clip(v, 0, hw[..., 0])
-    return clip_x(l - pad_x), clip_y(t - pad_y), clip_x(r + pad_x), clip_y(b + pad_y)
+    h, w = hw[..., 0], hw[..., 1]
+    return jnp.clip(l - pad_x, 0, w), jnp.clip(t - pad_y, 0, h), jnp.clip(r + pad_x, 0, w), jnp.clip(b + pad_y, 0, h)
 
 
 @jax.jit
@@ -124,11 +96,8 @@ def box_falls_back(boxes, image_hw, pad=0.0):
 
 @functools.partial(jax.jit, static_argnames=("out_w", "out_h"))
 def box_crop_matrix(boxes, image_hw, out_w=256, out_h=256, pad=0.0):
-    """Photo -> crop coordinates (..., 3, 3) for head boxes (..., 4), the original's integer box.
-
-    The box's pixels l .. r - 1 (area [l - 0.5, r - 0.5]) fill the output
-    width exactly, likewise in y; aspect is not kept, as the original's resize.
-    """
+    """Photo -> crop coordinates (..., 3, 3) for head boxes (..., 4): the box's pixels l .. r - 1 (area
+    [l - 0.5, r - 0.5]) fill the output width exactly, likewise in y; aspect is not kept, as the original."""
     l, t, r, b = _clipped_box(boxes, image_hw, pad)
     safe = ~box_falls_back(boxes, image_hw, pad)
     box = scaling(out_w / jnp.where(safe, r - l, 1.0), out_h / jnp.where(safe, b - t, 1.0),
@@ -136,42 +105,28 @@ def box_crop_matrix(boxes, image_hw, out_w=256, out_h=256, pad=0.0):
     return jnp.where(safe[..., None, None], box, whole_photo_matrix(image_hw, out_w, out_h))
 
 
-# --- the data-directory CLI ------------------------------------------------------
-
-def unusable_points_reason(p1, p2, width: int, height: int) -> str | None:
-    """Why a pair of points cannot place a head, or None."""
-    pts = np.array([p1, p2], np.float64)
-    if not np.isfinite(pts).all():
-        return "point coordinates are not finite"
-    if not ((pts >= -0.5).all() and (pts[:, 0] <= width - 0.5).all() and (pts[:, 1] <= height - 0.5).all()):
-        return f"a point lies outside the {width}x{height} photo"
-    if math.dist(p1, p2) < 1.0:
-        return "bonnet and blowhead coincide (under 1 pixel apart)"
-    return None
+def _warp_photo(photo: np.ndarray, mat, out_w: int, out_h: int) -> np.ndarray:
+    h, w = photo.shape[:2]
+    padded = np.pad(photo, ((0, -h % BUCKET), (0, -w % BUCKET), (0, 0)))
+    return np.asarray(warp(padded[None], mat, out_hw=(out_h, out_w))[0])
 
 
 def head_crop(photo: np.ndarray, p1, p2, out_w: int, out_h: int, predicted: bool = False):
-    """One photo's head crop: (crop, matrix, fell back to the whole photo?) or a reason string.
-
-    With `predicted` (a model's guess, not an annotation) a finite pair that
-    cannot place a head gives the whole photo, as the original did.
-    """
+    """One photo's head crop: (crop, matrix, fell back to the whole photo?), or why the points cannot place it.
+    With `predicted` (a model's guess, not an annotation) a finite pair that cannot place a head (off the
+    photo, coinciding) gives the whole photo, as the original did."""
     h, w = photo.shape[:2]
-    hw = np.array([h, w], np.float32)
-    reason = unusable_points_reason(p1, p2, w, h)
-    if reason and not (predicted and np.isfinite(np.stack([p1, p2])).all()):
+    hw, pts = np.array([h, w], np.float32), np.array([p1, p2], np.float64)
+    if not np.isfinite(pts).all():
+        return "point coordinates are not finite"
+    inside = (pts >= -0.5).all() and (pts[:, 0] <= w - 0.5).all() and (pts[:, 1] <= h - 0.5).all()
+    reason = (f"a point lies outside the {w}x{h} photo" if not inside else
+              "bonnet and blowhead coincide (under 1 pixel apart)" if math.dist(p1, p2) < 1.0 else None)
+    if reason and not predicted:
         return reason
-    if reason:
-        mat, whole = whole_photo_matrix(hw, out_w, out_h), True
-    else:
-        mat, whole = head_crop_matrix(p1, p2, hw, out_w, out_h), bool(crop_falls_back(p1, p2, hw))
-    return np.asarray(warp(_padded(photo)[None], mat, out_hw=(out_h, out_w))[0]), np.asarray(mat), whole
-
-
-def _padded(image: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    ph, pw = -(-h // BUCKET) * BUCKET, -(-w // BUCKET) * BUCKET
-    return np.pad(image, ((0, ph - h), (0, pw - w), (0, 0)))
+    whole = bool(reason) or bool(crop_falls_back(p1, p2, hw))
+    mat = whole_photo_matrix(hw, out_w, out_h) if reason else head_crop_matrix(p1, p2, hw, out_w, out_h)
+    return _warp_photo(photo, mat, out_w, out_h), np.asarray(mat), whole
 
 
 def _encode(image: np.ndarray, name: str) -> bytes:
@@ -183,42 +138,20 @@ def _encode(image: np.ndarray, name: str) -> bytes:
 
 def _csv_text(header, rows) -> str:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     return buf.getvalue()
-
-
-def _filtered_csv(path: Path, keep) -> str:
-    """A CSV with only the rows whose first field is in `keep` (header kept)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    return _csv_text(rows[0], [r for r in rows[1:] if r and r[0].strip() in keep])
-
-
-def _read_sloth(path, cls, keys, present, problems) -> dict:
-    found = data.read_sloth(Path(path), cls, keys, present, problems)
-    return {name: values for name, (_, values) in found.items()}
 
 
 def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=None, boxes=None,
                   box_pad=0.0, predicted: bool = False, progress: bool = True) -> dict:
     """Write head crops of every annotated image of `data_dir` as a new data directory `out`.
 
-    OUT/imgs/<name> (same names), OUT/train.csv restricted to the cropped
-    train images, OUT/sample_submission.csv (and test_labels.csv) to the
-    cropped test images when the input has them, whale_types.csv as is, and
-    OUT/points1.json / points2.json in crop pixels for the cropped images
-    that have both points. points1 / points2 replace the directory's
-    annotation files (e.g. the aligner's predictions for the test images).
-    With `boxes` (a Sloth rect file, e.g. the localizer's) the crops are
-    those boxes grown by `box_pad` instead of heads placed by the points.
-    OUT/source.json names `data_dir`, whose stored split every later stage
-    reuses. Unusable images are skipped and returned as `problems`; crops that fell
-    back to the whole photo are listed in `fallback`. With `predicted` the
-    points are a model's guesses, not annotations: as in the original, a
-    finite pair that cannot place a head (coinciding, off the photo) gives
-    the whole photo instead of being skipped.
+    OUT/imgs/<name>, the CSVs restricted to the cropped images (whale_types.csv as is), points1/2.json in
+    crop pixels, and source.json naming `data_dir`, whose stored split every later stage reuses. points1 /
+    points2 (Sloth files) replace the directory's points, e.g. with the aligner's guesses (`predicted`: a
+    finite pair that cannot place a head gives the whole photo, as in the original); `boxes` (Sloth rects)
+    crops those boxes, grown by `box_pad`. Returns the names `cropped`, the `fallback` ones (whole photo)
+    and the skipped `problems`.
     """
     data_dir, out = Path(data_dir), Path(out)
     if out.resolve() == data_dir.resolve():
@@ -226,21 +159,24 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
     survey = data.load_survey(data_dir)
     problems = list(survey.problems)
     present = set(p.name for p in (data_dir / "imgs").iterdir())
-    bonnet = _read_sloth(points1, "point", ("x", "y"), present, problems) if points1 else survey.bonnet
-    blowhead = _read_sloth(points2, "point", ("x", "y"), present, problems) if points2 else survey.blowhead
-    box_of = _read_sloth(boxes, "rect", ("x", "y", "width", "height"), present, problems) if boxes else None
-    from rightwhale.images import BadImage, read_image     # images imports data; keep import order simple
+
+    def read(path, cls, keys):
+        found = data.read_sloth(Path(path), cls, keys, present, problems)
+        return {name: values for name, (_, values) in found.items()}
+
+    bonnet = read(points1, "point", ("x", "y")) if points1 else survey.bonnet
+    blowhead = read(points2, "point", ("x", "y")) if points2 else survey.blowhead
+    box_of = read(boxes, "rect", ("x", "y", "width", "height")) if boxes else None
 
     new_p1, new_p2, done, fallback = {}, {}, [], []
     for name in tqdm([*survey.train, *survey.test], desc="crops", unit="photo", disable=not progress):
         path = str(survey.image_path(name))
-        has_points = name in bonnet and name in blowhead
+        missing = [what for what, pts in (("bonnet", bonnet), ("blowhead", blowhead)) if name not in pts]
         if box_of is not None and name not in box_of:
             problems.append(data.Problem(path, None, "no head box", "missing box"))
             continue
-        if box_of is None and not has_points:
-            missing = " and ".join(f for f, pts in (("bonnet", bonnet), ("blowhead", blowhead)) if name not in pts)
-            problems.append(data.Problem(path, None, f"no {missing} point", "missing points"))
+        if box_of is None and missing:
+            problems.append(data.Problem(path, None, f"no {' and '.join(missing)} point", "missing points"))
             continue
         try:
             photo = read_image(path)
@@ -249,28 +185,29 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
             continue
         if box_of is None:
             made = head_crop(photo, bonnet[name], blowhead[name], out_w, out_h, predicted)
-            if isinstance(made, str):
-                problems.append(data.Problem(path, None, made, "degenerate points"))
-                continue
-            crop, mat, whole = made
         else:
             hw = np.array(photo.shape[:2], np.float32)
             mat = box_crop_matrix(box_of[name], hw, out_w, out_h, box_pad)
-            whole = box_falls_back(box_of[name], hw, box_pad)
-            crop = warp(_padded(photo)[None], mat, out_hw=(out_h, out_w))[0]
-        write_bytes(out / "imgs" / name, _encode(np.asarray(crop), name))
+            made = _warp_photo(photo, mat, out_w, out_h), mat, bool(box_falls_back(box_of[name], hw, box_pad))
+        if isinstance(made, str):
+            problems.append(data.Problem(path, None, made, "degenerate points"))
+            continue
+        crop, mat, whole = made
+        write_bytes(out / "imgs" / name, _encode(crop, name))
         done.append(name)
-        if bool(whole):
+        if whole:
             fallback.append(name)
-        if has_points:
+        if not missing:
             new_p1[name], new_p2[name] = np.asarray(transform_points(mat, np.stack([bonnet[name], blowhead[name]])))
 
     kept = set(done)
-    write_text(out / "train.csv", _csv_text(("Image", "whaleID"),
-                                            [(n, wh) for n, wh in survey.train.items() if n in kept]))
+    write_text(out / "train.csv", _csv_text(("Image", "whaleID"), [r for r in survey.train.items() if r[0] in kept]))
     for extra in ("sample_submission.csv", "test_labels.csv"):
         if (data_dir / extra).is_file():
-            write_text(out / extra, _filtered_csv(data_dir / extra, kept & set(survey.test)))
+            with open(data_dir / extra, newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.reader(f))
+            test = kept & set(survey.test)
+            write_text(out / extra, _csv_text(rows[0], [r for r in rows[1:] if r and r[0].strip() in test]))
     if (data_dir / "whale_types.csv").is_file():
         write_bytes(out / "whale_types.csv", (data_dir / "whale_types.csv").read_bytes())
     write_json(out / "points1.json", data.sloth_points(new_p1))
@@ -284,34 +221,35 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rightwhale.crop",
-        description="Cut the head out of every annotated photo of a data directory (bonnet "
-                    "pointing right, window 2d x d around 0.4 bonnet + 0.6 blowhead; or a head box with "
-                    "--boxes) and write the crops as a new data directory in the Kaggle layout, points "
-                    "mapped into the crops.")
-    parser.add_argument("--data-dir", required=True, help="input data directory (train.csv, imgs/, points1.json, points2.json)")
-    parser.add_argument("--out", required=True, help="output data directory (created)")
-    parser.add_argument("--size", type=int, default=256, help="crop width and height in pixels (default 256, as the original)")
-    parser.add_argument("--width", type=int, help="crop width, overrides --size (e.g. 2x the height keeps the 2:1 window)")
-    parser.add_argument("--height", type=int, help="crop height, overrides --size")
-    parser.add_argument("--points1", help="Sloth JSON of bonnet points to use instead of the directory's points1.json")
-    parser.add_argument("--points2", help="Sloth JSON of blowhead points to use instead of the directory's points2.json")
-    parser.add_argument("--boxes", help="Sloth JSON of head boxes: crop these boxes instead of heads placed by points")
-    parser.add_argument("--box-pad", type=float, default=0.0,
-                        help="with --boxes, grow each box by this fraction of its size (the original's --pad / 100)")
+        description="Cut the head out of every annotated photo of a data directory (bonnet pointing right, window "
+                    "2d x d around 0.4 bonnet + 0.6 blowhead; or a head box with --boxes) and write the crops as a "
+                    "new data directory in the Kaggle layout, points mapped into the crops.")
+    add = parser.add_argument
+    add("--data-dir", required=True, help="input data directory (train.csv, imgs/, points1.json, points2.json)")
+    add("--out", required=True, help="output data directory (created)")
+    add("--size", type=int, default=256, help="crop width and height in pixels (default 256, as the original)")
+    add("--width", type=int, help="crop width, overrides --size (e.g. 2x the height keeps the 2:1 window)")
+    add("--height", type=int, help="crop height, overrides --size")
+    add("--points1", help="Sloth JSON of bonnet points to use instead of the directory's points1.json")
+    add("--points2", help="Sloth JSON of blowhead points to use instead of the directory's points2.json")
+    add("--boxes", help="Sloth JSON of head boxes: crop these boxes instead of heads placed by points")
+    add("--box-pad", type=float, default=0.0,
+        help="with --boxes, grow each box by this fraction of its size (the original's --pad / 100)")
     args = parser.parse_args(argv)
     out_w, out_h = args.width or args.size, args.height or args.size
     if min(out_w, out_h) < 1:
         parser.error("crop width and height must be positive")
     try:
-        result = crop_data_dir(args.data_dir, args.out, out_w, out_h, args.points1, args.points2,
-                               args.boxes, args.box_pad)
+        result = crop_data_dir(args.data_dir, args.out, out_w, out_h, args.points1, args.points2, args.boxes,
+                               args.box_pad)
     except data.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     data.report_problems(result["problems"])
+    fell_back = result["fallback"]
     print(f"wrote {len(result['cropped'])} {'box' if args.boxes else 'head'} crops ({out_w}x{out_h}) to {args.out}"
-          + (f"; {len(result['fallback'])} fell back to the whole photo (crop window too small "
-             f"or larger than the photo): {', '.join(result['fallback'][:10])}" if result["fallback"] else ""))
+          + (f"; {len(fell_back)} fell back to the whole photo (crop window too small or larger than the photo): "
+             f"{', '.join(fell_back[:10])}" if fell_back else ""))
     return 0
 
 

@@ -1,15 +1,12 @@
 """Reading and validating a data directory in the Kaggle layout (DESIGN.md section 2).
 
-Real survey data is messy: annotation files cover images a folder does not
-hold, rows repeat, photos go missing or arrive truncated. `load_survey` keeps
-every usable item, skips the rest, and records each skip as a `Problem` naming
-the file and line, so a batch job can finish and then say what it left out
-(`report_problems`). Only a missing or unparseable train.csv, or nothing
-usable at all, is fatal.
+Real survey data is messy: annotations for photos a folder does not hold, repeated rows,
+truncated photos. `load_survey` keeps every usable item and records each skipped one as a
+`Problem` naming file and line, so a batch job can finish and then say what it left out
+(`report_problems`). Only a missing or unparseable train.csv, or nothing usable, is fatal.
 """
-from __future__ import annotations
-
 import csv
+import functools
 import hashlib
 import importlib
 import io
@@ -17,11 +14,8 @@ import json
 import math
 import os
 import re
-import stat
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +23,13 @@ import numpy as np
 from rightwhale.atomic import write_json
 
 PROJECT_ANNOTATIONS = Path(__file__).resolve().parents[1] / "annotations"
-KAGGLE_URL = "https://www.kaggle.com/c/noaa-right-whale-recognition/data"
 DEFAULT_DATA_DIR = "data/synthetic-survey"
-WHERE_TO_GET_DATA = (f"download the Kaggle data from {KAGGLE_URL} (train.csv, imgs/, "
-                     "sample_submission.csv), or omit --data-dir to use the embedded synthetic "
+WHERE_TO_GET_DATA = ("download the Kaggle data from https://www.kaggle.com/c/noaa-right-whale-recognition/data "
+                     "(train.csv, imgs/, sample_submission.csv), or omit --data-dir to use the embedded synthetic "
                      f"survey (generated in ./{DEFAULT_DATA_DIR} on first use)")
+ANNOTATION_FILES = (("bonnet", "points1.json", "point", ("x", "y")),
+                    ("blowhead", "points2.json", "point", ("x", "y")),
+                    ("boxes", "head_boxes.json", "rect", ("x", "y", "width", "height")))
 
 
 class DataError(Exception):
@@ -70,7 +66,7 @@ class Survey:
     def image_path(self, name: str) -> Path:
         return self.root / "imgs" / name
 
-    @cached_property
+    @functools.cached_property
     def _class_index(self) -> dict[str, int]:
         return {whale: i for i, whale in enumerate(self.classes)}
 
@@ -86,22 +82,18 @@ class Survey:
 
     def points(self, name: str) -> np.ndarray | None:
         """[[bonnet x, y], [blowhead x, y]] in photo pixels, or None if not annotated."""
-        if name in self.bonnet and name in self.blowhead:
-            return np.stack([self.bonnet[name], self.blowhead[name]])
-        return None
+        both = name in self.bonnet and name in self.blowhead
+        return np.stack([self.bonnet[name], self.blowhead[name]]) if both else None
 
-
-# --- problem reporting ---------------------------------------------------------
 
 def summarize_problems(problems, limit: int = 10) -> str:
     """Count per kind and the first `limit` of each, one per line."""
-    groups: dict[str, list[Problem]] = defaultdict(list)
+    groups: dict[str, list[Problem]] = {}
     for p in problems:
-        groups[p.kind or p.message].append(p)
+        groups.setdefault(p.kind or p.message, []).append(p)
     lines = [f"{len(problems)} data problem(s); the items were skipped:"]
     for kind, items in groups.items():
-        lines.append(f"  {len(items)} x {kind}")
-        lines += [f"    {p}" for p in items[:limit]]
+        lines += [f"  {len(items)} x {kind}", *(f"    {p}" for p in items[:limit])]
         if len(items) > limit:
             lines.append(f"    ... and {len(items) - limit} more")
     return "\n".join(lines)
@@ -112,8 +104,6 @@ def report_problems(problems, out=None, limit: int = 10) -> None:
     if problems:
         print(summarize_problems(problems, limit), file=out or sys.stderr)
 
-
-# --- file readers -------------------------------------------------------------
 
 def _read_text(path: Path) -> str:
     try:
@@ -128,17 +118,14 @@ def _read_csv(path: Path, expected_header, problems) -> tuple[list, list[tuple[i
     try:
         header = [h.strip() for h in next(reader, [])]
         if expected_header is not None and header != list(expected_header):
-            raise DataError(f"{path}:1: header must be {','.join(expected_header)!r}, "
-                            f"got {','.join(header)!r}")
+            raise DataError(f"{path}:1: header must be {','.join(expected_header)!r}, got {','.join(header)!r}")
         rows = []
-        for fields in reader:
-            if not fields:
-                continue
-            if len(fields) != len(header):
-                problems.append(Problem(str(path), reader.line_num, f"expected {len(header)} "
-                                        f"fields, got {len(fields)}", "malformed row"))
-                continue
-            rows.append((reader.line_num, [f.strip() for f in fields]))
+        for fields in filter(None, reader):             # blank lines are skipped
+            if len(fields) == len(header):
+                rows.append((reader.line_num, [f.strip() for f in fields]))
+            else:
+                problems.append(Problem(str(path), reader.line_num, f"expected {len(header)} fields, "
+                                        f"got {len(fields)}", "malformed row"))
     except csv.Error as e:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from e
     return header, rows
@@ -177,28 +164,19 @@ def _read_json_list(path: Path) -> list[tuple[int, object]]:
     return items
 
 
-def unsafe_name_reason(name: str) -> str | None:
-    """Why an image name could reach outside imgs/, or None for a plain file name."""
+def _name_problem(name: str, present: set[str], missing=None) -> tuple[str, str] | None:
+    """(message, kind) for an image name that could leave imgs/ or is not in it, else None."""
     if not name:
-        return "empty file name"
-    if os.path.isabs(name) or name.startswith(("/", "\\")):
-        return "absolute path"
-    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        return "not a plain file name"
-    return None
-
-
-def _check_name(path: Path, line: int, name: str, present: set[str], problems) -> bool:
-    reason = unsafe_name_reason(name)
-    if reason:
-        problems.append(Problem(str(path), line, f"file name {name!r} tries to leave the data "
-                                f"directory ({reason})", "unsafe file name"))
-        return False
-    if name not in present:
-        problems.append(Problem(str(path), line, f"{name} is listed but imgs/{name} does not "
-                                "exist", "missing image"))
-        return False
-    return True
+        reason = "empty file name"
+    elif os.path.isabs(name) or name.startswith(("/", "\\")):
+        reason = "absolute path"
+    elif name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        reason = "not a plain file name"
+    elif name not in present:
+        return missing or (f"{name} is listed but imgs/{name} does not exist", "missing image")
+    else:
+        return None
+    return f"file name {name!r} tries to leave the data directory ({reason})", "unsafe file name"
 
 
 def _read_labels(path: Path, present: set[str], problems) -> dict[str, str]:
@@ -206,22 +184,22 @@ def _read_labels(path: Path, present: set[str], problems) -> dict[str, str]:
     _, rows = _read_csv(path, ("Image", "whaleID"), problems)
     seen: dict[str, list[tuple[int, str]]] = {}
     for line, (name, whale) in rows:
-        if not whale:
-            problems.append(Problem(str(path), line, f"{name}: empty whaleID", "bad value"))
-        elif name in seen or _check_name(path, line, name, present, problems):
+        problem = ((f"{name}: empty whaleID", "bad value") if not whale
+                   else None if name in seen else _name_problem(name, present))
+        if problem:
+            problems.append(Problem(str(path), line, *problem))
+        else:
             seen.setdefault(name, []).append((line, whale))
     labels = {}
     for name, entries in seen.items():
-        whales = {w for _, w in entries}
-        if len(whales) > 1:
+        if len({w for _, w in entries}) > 1:
             where = ", ".join(f"{w} on line {ln}" for ln, w in entries)
-            problems.append(Problem(str(path), entries[0][0], f"{name} is labelled {where}; "
-                                    "dropped it", "conflicting labels"))
-            continue
-        labels[name] = entries[0][1]
-        for ln, _ in entries[1:]:
-            problems.append(Problem(str(path), ln, f"{name} repeats line {entries[0][0]}; "
-                                    "kept the first", "duplicate row"))
+            problems.append(Problem(str(path), entries[0][0], f"{name} is labelled {where}; dropped it",
+                                    "conflicting labels"))
+        else:
+            labels[name] = entries[0][1]
+            problems += [Problem(str(path), ln, f"{name} repeats line {entries[0][0]}; kept the first",
+                                 "duplicate row") for ln, _ in entries[1:]]
     return labels
 
 
@@ -234,63 +212,57 @@ def _read_submission(path: Path, present: set[str], problems) -> tuple[list[str]
     if len(set(classes)) != len(classes):
         repeated = sorted({c for c in classes if classes.count(c) > 1})
         raise DataError(f"{path}:1: whale columns repeated: {', '.join(repeated)}")
-    test, first_line = [], {}
-    for line, fields in rows:
-        name = fields[0]
-        if name in first_line:
-            problems.append(Problem(str(path), line, f"{name} repeats line {first_line[name]}; "
-                                    "kept the first", "duplicate row"))
-        elif _check_name(path, line, name, present, problems):
+    first_line = {}
+    for line, (name, *_) in rows:
+        problem = ((f"{name} repeats line {first_line[name]}; kept the first", "duplicate row")
+                   if name in first_line else _name_problem(name, present))
+        if problem:
+            problems.append(Problem(str(path), line, *problem))
+        else:
             first_line[name] = line
-            test.append(name)
-    return classes, test
+    return classes, list(first_line)
 
 
 def read_sloth(path: Path, cls: str, keys, present: set[str], problems) -> dict:
     """Sloth JSON: image -> (line, values of `keys`) for entries with one `cls` annotation."""
     found = {}
     for line, entry in _read_json_list(path):
-        def skip(message, kind):
-            problems.append(Problem(str(path), line, message, kind))
-        if not (isinstance(entry, dict) and isinstance(entry.get("filename"), str)
-                and isinstance(entry.get("annotations"), list)):
-            skip("entry needs a 'filename' string and an 'annotations' list", "malformed entry")
-            continue
-        name = entry["filename"]
-        reason = unsafe_name_reason(name)
-        if reason:
-            skip(f"file name {name!r} tries to leave the data directory ({reason})",
-                 "unsafe file name")
-            continue
-        if name not in present:
-            skip(f"{name}: annotation for an image not in this directory",
-                 "annotation for an image not in this directory")
-            continue
-        if name in found:
-            skip(f"{name} repeats the entry on line {found[name][0]}; kept the first",
-                 "duplicate row")
-            continue
-        marks = [a for a in entry["annotations"] if isinstance(a, dict) and a.get("class") == cls]
-        if len(marks) != 1:
-            skip(f"{name}: expected one {cls!r} annotation, found {len(marks)}",
-                 "malformed entry")
-            continue
-        values = [marks[0].get(k) for k in keys]
-        bad = [f"{k}={v!r}" for k, v in zip(keys, values)
-               if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)]
-        if bad:
-            skip(f"{name}: {', '.join(bad)} is not a finite number", "bad value")
-        elif cls == "rect" and min(values[2:]) <= 0:
-            skip(f"{name}: box width and height must be positive, got {values[2:]}", "bad value")
+        problem = _sloth_problem(entry, cls, keys, present, found)
+        if problem:
+            problems.append(Problem(str(path), line, *problem))
         else:
-            found[name] = (line, np.asarray(values, dtype=np.float64))
+            mark = next(a for a in entry["annotations"] if isinstance(a, dict) and a.get("class") == cls)
+            found[entry["filename"]] = (line, np.asarray([mark[k] for k in keys], dtype=np.float64))
     return found
+
+
+def _sloth_problem(entry, cls: str, keys, present: set[str], found: dict) -> tuple[str, str] | None:
+    """(message, kind) for a Sloth entry that cannot be used, else None."""
+    if not (isinstance(entry, dict) and isinstance(entry.get("filename"), str)
+            and isinstance(entry.get("annotations"), list)):
+        return "entry needs a 'filename' string and an 'annotations' list", "malformed entry"
+    name, absent = entry["filename"], "annotation for an image not in this directory"
+    problem = _name_problem(name, present, (f"{name}: {absent}", absent))
+    if problem:
+        return problem
+    if name in found:
+        return f"{name} repeats the entry on line {found[name][0]}; kept the first", "duplicate row"
+    marks = [a for a in entry["annotations"] if isinstance(a, dict) and a.get("class") == cls]
+    if len(marks) != 1:
+        return f"{name}: expected one {cls!r} annotation, found {len(marks)}", "malformed entry"
+    values = [marks[0].get(k) for k in keys]
+    bad = [f"{k}={v!r}" for k, v in zip(keys, values)
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)]
+    if bad:
+        return f"{name}: {', '.join(bad)} is not a finite number", "bad value"
+    if cls == "rect" and min(values[2:]) <= 0:
+        return f"{name}: box width and height must be positive, got {values[2:]}", "bad value"
+    return None
 
 
 def sloth_points(points: dict) -> list:
     """Sloth JSON (the points1.json format) of image -> (x, y)."""
-    return [{"filename": name, "class": "image",
-             "annotations": [{"class": "point", "x": float(x), "y": float(y)}]}
+    return [{"filename": name, "class": "image", "annotations": [{"class": "point", "x": float(x), "y": float(y)}]}
             for name, (x, y) in points.items()]
 
 
@@ -301,80 +273,45 @@ def sloth_boxes(boxes: dict) -> list:
             for name, (x, y, w, h) in boxes.items()]
 
 
-def annotation_file(root: Path, filename: str) -> Path | None:
-    """The data directory's own annotation file, else the project's annotations/ copy."""
-    for folder in (Path(root), PROJECT_ANNOTATIONS):
-        if (folder / filename).is_file():
-            return folder / filename
-    return None
-
-
 def _outside(values: np.ndarray, w: int, h: int) -> bool:
     """Points: pixel centres at integers, so the photo spans [-0.5, size - 0.5].
     Boxes cover pixels x .. x + width - 1, so a whole-photo box is (0, 0, w, h)."""
+    x, y = values[:2]
     if values.size == 2:
-        x, y = values
         return not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5)
-    x, y, bw, bh = values
-    return not (-0.5 <= x and -0.5 <= y and x + bw <= w + 0.5 and y + bh <= h + 0.5)
+    return not (-0.5 <= x and -0.5 <= y and x + values[2] <= w + 0.5 and y + values[3] <= h + 0.5)
 
 
-# --- the survey ---------------------------------------------------------------
+def _attach_annotations(survey: Survey, present: set[str], check_images: bool) -> None:
+    """Keep the points and boxes that lie inside their photo. Sizes come from photo headers, each read once
+    (with check_images every photo's, JPEG trailer included); an unreadable photo leaves the survey."""
+    from rightwhale.images import BadImage, check_image, photo_size  # images imports this module
 
-def _require_layout(data_dir) -> Path:
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(f"{root}: data directory does not exist; {WHERE_TO_GET_DATA}")
-    if not (root / "train.csv").is_file():
-        raise DataError(f"{root}: no train.csv, so this is not a Kaggle-layout data directory; "
-                        f"{WHERE_TO_GET_DATA}")
-    if not (root / "imgs").is_dir():
-        raise DataError(f"{root}: no imgs/ folder holding the photos; {WHERE_TO_GET_DATA}")
-    return root
+    @functools.cache
+    def size_of(name: str) -> tuple[int, int] | None:
+        try:
+            return (check_image if check_images else photo_size)(survey.image_path(name))
+        except BadImage as e:
+            survey.problems.append(Problem(str(survey.image_path(name)), None, str(e).split(": ", 1)[-1],
+                                           "unreadable image"))
+            survey.train.pop(name, None)
+            survey.test[:] = [n for n in survey.test if n != name]
+            return None
 
-
-class _PhotoSizes:
-    """(w, h) per photo from its header, read at most once; an unreadable photo
-    is dropped from the survey (None) together with its annotations."""
-
-    def __init__(self, survey: Survey, full_check: bool):
-        from rightwhale.images import BadImage, check_image, photo_size  # images imports us
-        self.survey, self.sizes, self.bad = survey, {}, BadImage
-        self.read = check_image if full_check else photo_size
-
-    def __call__(self, name: str) -> tuple[int, int] | None:
-        if name not in self.sizes:
-            try:
-                self.sizes[name] = self.read(self.survey.image_path(name))
-            except self.bad as e:
-                self.sizes[name] = None
-                self.survey.problems.append(Problem(str(self.survey.image_path(name)), None,
-                                                    str(e).split(": ", 1)[-1], "unreadable image"))
-                self.survey.train.pop(name, None)
-                if name in self.survey.test:
-                    self.survey.test.remove(name)
-        return self.sizes[name]
-
-
-ANNOTATION_FILES = (("bonnet", "points1.json", "point", ("x", "y")),
-                    ("blowhead", "points2.json", "point", ("x", "y")),
-                    ("boxes", "head_boxes.json", "rect", ("x", "y", "width", "height")))
-
-
-def _attach_annotations(survey: Survey, present: set[str], photo_size: _PhotoSizes) -> None:
+    if check_images:
+        for name in [*survey.train, *survey.test]:
+            size_of(name)
     for attr, filename, cls, keys in ANNOTATION_FILES:
-        path = annotation_file(survey.root, filename)
-        found = read_sloth(path, cls, keys, present, survey.problems) if path else {}
-        kept = getattr(survey, attr)
-        for name, (line, values) in found.items():
-            size = photo_size(name)
+        # the data directory's own annotation file, else the project's annotations/ copy
+        path = next((d / filename for d in (survey.root, PROJECT_ANNOTATIONS) if (d / filename).is_file()), None)
+        what = "point" if cls == "point" else "box"
+        for name, (line, values) in (read_sloth(path, cls, keys, present, survey.problems) if path else {}).items():
+            size = size_of(name)
             if size is not None and _outside(values, *size):
-                what = "point" if cls == "point" else "box"
-                survey.problems.append(Problem(str(path), line, f"{name}: {what} {values.tolist()} "
-                                               f"lies outside the {size[0]}x{size[1]} photo",
-                                               f"{what} outside the photo"))
+                survey.problems.append(Problem(str(path), line, f"{name}: {what} {values.tolist()} lies outside "
+                                               f"the {size[0]}x{size[1]} photo", f"{what} outside the photo"))
             elif size is not None:
-                kept[name] = values
+                getattr(survey, attr)[name] = values
 
 
 def _attach_extras(survey: Survey, present: set[str]) -> None:
@@ -383,9 +320,8 @@ def _attach_extras(survey: Survey, present: set[str]) -> None:
     if (root / "test_labels.csv").is_file():
         labels, test = _read_labels(root / "test_labels.csv", present, problems), set(survey.test)
         survey.test_labels = {n: w for n, w in labels.items() if n in test}
-        for name in labels.keys() - test:
-            problems.append(Problem(str(root / "test_labels.csv"), None, f"{name} is not a test "
-                                    "image of sample_submission.csv", "unknown test image"))
+        problems += [Problem(str(root / "test_labels.csv"), None, f"{name} is not a test image of "
+                             "sample_submission.csv", "unknown test image") for name in labels.keys() - test]
     if (root / "whale_types.csv").is_file():
         _, rows = _read_csv(root / "whale_types.csv", ("whaleID", "pattern_type"), problems)
         for line, (whale, value) in rows:
@@ -397,59 +333,51 @@ def _attach_extras(survey: Survey, present: set[str]) -> None:
 
 
 def load_survey(data_dir, check_images: bool = False) -> Survey:
-    """Read and validate a Kaggle-layout directory (see the module docstring).
-
-    check_images also reads every photo's header and JPEG trailer (cheap);
-    otherwise only annotated photos are opened, to check points against their size.
-    """
-    root = _require_layout(data_dir)
+    """Read and validate a Kaggle-layout directory (see the module docstring). check_images also
+    checks every photo's header and JPEG trailer (cheap); otherwise only annotated photos are opened."""
+    root = Path(data_dir)
+    missing = ("data directory does not exist" if not root.is_dir() else
+               "no train.csv, so this is not a Kaggle-layout data directory" if not (root / "train.csv").is_file()
+               else "no imgs/ folder holding the photos" if not (root / "imgs").is_dir() else None)
+    if missing:
+        raise DataError(f"{root}: {missing}; {WHERE_TO_GET_DATA}")
     present = set(os.listdir(root / "imgs"))
     problems: list[Problem] = []
     classes, test = None, []
     if (root / "sample_submission.csv").is_file():
         classes, test = _read_submission(root / "sample_submission.csv", present, problems)
     train = _read_labels(root / "train.csv", present, problems)
-    if classes is None:
-        classes = sorted(set(train.values()))
-    known = set(classes)
+    known = set(classes or train.values())
     for name, whale in list(train.items()):
         if whale not in known:
             problems.append(Problem(str(root / "train.csv"), None, f"{name}: whale {whale} is "
                                     "not a column of sample_submission.csv", "unknown whale"))
             del train[name]
-    survey = Survey(root=root, train=train, test=test, classes=classes, problems=problems)
-    photo_size = _PhotoSizes(survey, full_check=check_images)
-    if check_images:
-        for name in [*train, *test]:
-            photo_size(name)
-    _attach_annotations(survey, present, photo_size)
+    survey = Survey(root=root, train=train, test=test, classes=classes or sorted(known), problems=problems)
+    _attach_annotations(survey, present, check_images)
     _attach_extras(survey, present)
     if not train:
-        raise DataError(f"{root / 'train.csv'}: no usable training images.\n"
-                        + summarize_problems(problems, limit=3))
+        raise DataError(f"{root / 'train.csv'}: no usable training images.\n" + summarize_problems(problems, limit=3))
     return survey
-
-
-# --- where derived files live --------------------------------------------------
-
-def _writable(folder: Path) -> bool:
-    # Mode bits too: root passes os.access on folders marked read-only (../shared).
-    return os.access(folder, os.W_OK) and bool(stat.S_IMODE(folder.stat().st_mode) & 0o222)
 
 
 def derived_dir(data_dir) -> Path:
     """Where splits, label encoders and caches of a data directory are written."""
     root = Path(data_dir).resolve()
-    if _writable(root):
+    # Mode bits too: root passes os.access on folders marked read-only (../shared).
+    if os.access(root, os.W_OK) and root.stat().st_mode & 0o222:
         return root / ".rightwhale"
     # absolute, so every working directory finds the same split and caches
     home = Path(os.environ.get("RIGHTWHALE_HOME", Path.home() / ".cache" / "rightwhale"))
-    digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
-    return home / "derived" / f"{root.name}-{digest}"
+    return home / "derived" / f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
 
 
-def default_data_dir() -> Path:
-    """./data/synthetic-survey (or $RIGHTWHALE_DATA), generated on first use."""
+def resolve_data_dir(arg: str | None) -> Path:
+    """A --data-dir argument; None means the embedded survey ($RIGHTWHALE_DATA), generated on first use."""
+    if arg is not None:
+        if not Path(arg).is_dir():
+            raise DataError(f"{Path(arg)}: data directory does not exist; {WHERE_TO_GET_DATA}")
+        return Path(arg)
     path = Path(os.environ.get("RIGHTWHALE_DATA", DEFAULT_DATA_DIR))
     if not path.exists() or not any(path.iterdir()):
         synth = importlib.import_module("rightwhale.synth")  # only needed once; tests may fake it
@@ -458,30 +386,18 @@ def default_data_dir() -> Path:
     return path
 
 
-def resolve_data_dir(arg: str | None) -> Path:
-    """A --data-dir argument: None means the embedded survey; a missing folder is an error."""
-    if arg is None:
-        return default_data_dir()
-    path = Path(arg)
-    if not path.is_dir():
-        raise DataError(f"{path}: data directory does not exist; {WHERE_TO_GET_DATA}")
-    return path
-
-
-# --- label encoder ------------------------------------------------------------
-
 def save_classes(survey: Survey) -> list[str]:
     """Store the class column order once; refuse to silently change it later."""
     path = derived_dir(survey.root) / "classes.json"
-    if path.is_file():
-        stored = load_classes(survey.root)
-        if stored != survey.classes:
-            raise DataError(f"{path} holds {len(stored)} classes that differ from the "
-                            f"{len(survey.classes)} of {survey.root}; models trained with it "
-                            "would disagree with new ones: delete it to start afresh")
-        return stored
-    write_json(path, {"classes": survey.classes})
-    return survey.classes
+    if not path.is_file():
+        write_json(path, {"classes": survey.classes})
+        return survey.classes
+    stored = load_classes(survey.root)
+    if stored != survey.classes:
+        raise DataError(f"{path} holds {len(stored)} classes that differ from the {len(survey.classes)} of "
+                        f"{survey.root}; models trained with it would disagree with new ones: delete it to "
+                        "start afresh")
+    return stored
 
 
 def load_classes(data_dir) -> list[str]:
@@ -491,7 +407,6 @@ def load_classes(data_dir) -> list[str]:
         raise DataError(f"{path}: no stored label encoder for {data_dir}; it is written when "
                         "training starts (rightwhale.data.save_classes)")
     try:
-        classes = json.loads(_read_text(path))["classes"]
+        return list(json.loads(_read_text(path))["classes"])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DataError(f"{path}: malformed label encoder ({e}); delete it to rebuild") from e
-    return list(classes)

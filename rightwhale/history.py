@@ -1,18 +1,14 @@
-"""Training history: nolearn's live epoch table, history.json and history.png.
+"""Training history: nolearn's live epoch table and history.png.
 
-One record per epoch (a flat dict of plain numbers; see rightwhale.training.fit):
+One record per epoch (a flat dict of plain numbers, saved as history.json by rightwhale.training.fit):
   epoch, train_loss (dropout and augmentation on, averaged over the epoch),
   train_eval_loss (dropout off, fixed training subset: the overfitting signal
   the writeup asks for), valid_loss, train_valid_ratio, valid_<metric> for
   each task metric, learning_rate, seconds, best (lowest valid loss so far).
 """
-from __future__ import annotations
-
 import io
-import json
-from pathlib import Path
 
-from rightwhale.atomic import write_bytes, write_json
+from rightwhale.atomic import write_bytes
 
 _COLUMNS = (  # (header, record key, format)
     ("epoch", "epoch", "{:>5d}"),
@@ -24,11 +20,9 @@ _COLUMNS = (  # (header, record key, format)
 
 
 def _columns(headline):
-    cols = list(_COLUMNS)
-    if headline:
-        name = f"valid {headline}"
-        cols.append((name, f"valid_{headline}", "{:>%d.4f}" % max(len(name), 8)))
-    return cols + [("dur", "seconds", "{:>6.1f}s")]
+    name = f"valid {headline}"
+    metric = [(name, f"valid_{headline}", "{:>%d.4f}" % max(len(name), 8))] if headline else []
+    return [*_COLUMNS, *metric, ("dur", "seconds", "{:>6.1f}s")]
 
 
 def table_header(headline: str | None) -> str:
@@ -45,21 +39,6 @@ def table_row(record: dict, headline: str | None) -> str:
     return f"{'*' if record.get('best') else ' '} {cells}"
 
 
-def save_history(path, history: list[dict]) -> None:
-    write_json(path, history)
-
-
-def load_history(path) -> list[dict]:
-    path = Path(path)
-    try:
-        history = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"history {path} cannot be read: {e}") from e
-    if not isinstance(history, list):
-        raise ValueError(f"history {path} should hold a list of epoch records")
-    return history
-
-
 def plot_history(path, history: list[dict], headline: str | None) -> None:
     """Loss curves (train, train no-dropout, valid) and the headline metric on a second axis."""
     # Figure + Agg canvas directly: no pyplot global state, works without a display.
@@ -70,22 +49,20 @@ def plot_history(path, history: list[dict], headline: str | None) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     epochs = [r["epoch"] for r in history]
-    for key, label in (("train_loss", "train"), ("train_eval_loss", "train (dropout off)"),
-                       ("valid_loss", "valid")):
+    for key, label in (("train_loss", "train"), ("train_eval_loss", "train (dropout off)"), ("valid_loss", "valid")):
         ax.plot(epochs, [r[key] for r in history], label=label)
-    best = [r for r in history if r.get("best")]
+    best = [r["epoch"] for r in history if r.get("best")]
     if best:
-        ax.axvline(best[-1]["epoch"], color="grey", linestyle=":", label=f"best (epoch {best[-1]['epoch']})")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+        ax.axvline(best[-1], color="grey", linestyle=":", label=f"best (epoch {best[-1]})")
+    ax.set(xlabel="epoch", ylabel="loss")
     handles, labels = ax.get_legend_handles_labels()
     if headline:
         ax2 = ax.twinx()
-        ax2.plot(epochs, [r[f"valid_{headline}"] for r in history], color="tab:red",
-                 linestyle="--", label=f"valid {headline}")
+        ax2.plot(epochs, [r[f"valid_{headline}"] for r in history], color="tab:red", linestyle="--",
+                 label=f"valid {headline}")
         ax2.set_ylabel(headline)
-        h2, l2 = ax2.get_legend_handles_labels()
-        handles, labels = handles + h2, labels + l2
+        handles2, labels2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + handles2, labels + labels2
     ax.legend(handles, labels, loc="upper right")
     fig.tight_layout()
     buf = io.BytesIO()

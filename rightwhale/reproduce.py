@@ -20,12 +20,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rightwhale import atomic
-from rightwhale.config import PRESETS
+from rightwhale.config import PRESETS, stage_config
+from rightwhale.crop import crop_data_dir
+from rightwhale.data import resolve_data_dir
 from rightwhale.ensemble import run_ensemble
 from rightwhale.report import table
 from rightwhale.stages import main as train_main
 
 ENSEMBLE_MODELS = ("resnet19", "cropped_dec21_3", "oxfordnet19_gap")
+ANNOTATED = "annotated-crops"   # crops from the annotated points: what a perfect aligner would give
 # (row, train.py arguments, run folder under RUNS, what the writeup reports on the real data)
 STEPS = [
     ("naive: whole photo", ["--stage", "naive"], "naive", "about 5.8 (0.95 of chance)"),
@@ -33,6 +36,8 @@ STEPS = [
     ("box crops + classify", ["--stage", "classify", "--crops", "boxes"], "classify-boxes-resnet19",
      "about 5.0 (0.82 of chance)"),
     ("align: bonnet and blowhead", ["--stage", "align"], "align", "-"),
+    ("annotated points + classify: an aligner without errors", ["--stage", "classify", "--crops", ANNOTATED],
+     "classify-annotated-resnet19", "-"),
     *[(f"aligned crops + classify ({m})", ["--stage", "classify", "--model", m], f"classify-aligned-{m}", "-")
       for m in ENSEMBLE_MODELS],
 ]
@@ -96,12 +101,17 @@ def _ensemble_rows(runs: list[Path], out: Path, label: str) -> list[dict]:
 def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: str | None,
               real_epochs: int, out: Path, fresh: bool) -> Path:
     if fresh:
-        for folder in [*(runs_root / step[2] for step in STEPS), runs_root / "ensemble",
+        for folder in [*(runs_root / step[2] for step in STEPS), runs_root / "ensemble", runs_root / ANNOTATED,
                        *runs_root.glob("real-heads-*")]:
             shutil.rmtree(folder, ignore_errors=True)
     common = ["--runs", str(runs_root), "--preset", preset, "--no-progress"] + (["--data-dir", data_dir] if data_dir else [])
+    annotated = runs_root / ANNOTATED
+    if not (annotated / "source.json").is_file():
+        size = stage_config("align", preset).crop_size
+        crop_data_dir(resolve_data_dir(data_dir), annotated, size, size, progress=False)
     rows = []
     for name, args, folder, reference in STEPS:
+        args = [str(annotated) if a == ANNOTATED else a for a in args]
         results, minutes = _run_step(args, runs_root / folder, common, preset)
         rows.append(_row(name, results, minutes, reference))
     rows += _ensemble_rows([runs_root / f"classify-aligned-{m}" for m in ENSEMBLE_MODELS], runs_root / "ensemble",

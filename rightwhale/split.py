@@ -1,9 +1,6 @@
-"""One train/validation split per data directory, made once and reused by every stage.
+"""One train/validation split per data directory, stored as split.json and shared by every stage.
 
-The original lost weeks to aligner and classifier validation sets that
-overlapped; here the split is stored as split.json beside the other derived
-files and every stage loads it, refusing one made for other data or with
-other settings.
+The original lost weeks to aligner and classifier validation sets that overlapped.
 """
 from __future__ import annotations
 
@@ -43,25 +40,10 @@ def fingerprint(survey: Survey) -> str:
     return _fingerprint_labels(survey.train)
 
 
-def _valid_counts(sizes: np.ndarray, target: int, rng) -> np.ndarray:
-    """Validation images per whale: proportional to its size, summing to `target`,
-    leaving each whale at least one training image. Rounding by largest
-    remainder with random tie-breaks, so small whales share the leftovers fairly."""
-    capacity = sizes - 1
-    share = sizes * target / max(sizes.sum(), 1)
-    counts = np.minimum(np.floor(share).astype(int), capacity)
-    order = np.lexsort((rng.random(len(sizes)), -(share - np.floor(share))))
-    left = min(target, capacity.sum()) - counts.sum()
-    while left > 0:
-        for i in order:
-            if left and counts[i] < capacity[i]:
-                counts[i] += 1
-                left -= 1
-    return counts
-
-
 def make_split(labels: dict[str, str], valid_fraction: float = 0.15, seed: int = 42) -> Split:
-    """Stratified by whale; single-image whales, and one image of every whale, stay in training."""
+    """Stratified by whale: each gives validation images in proportion to its size but keeps one for training
+    (so single-image whales stay in training). Rounding leftovers go by largest remainder with random
+    tie-breaks, so that small whales share them fairly."""
     if not 0 <= valid_fraction < 1:
         raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
     by_whale = defaultdict(list)
@@ -70,14 +52,18 @@ def make_split(labels: dict[str, str], valid_fraction: float = 0.15, seed: int =
     whales = sorted(w for w, images in by_whale.items() if len(images) > 1)
     rng = np.random.default_rng(seed)
     target = round(valid_fraction * len(labels))
-    counts = _valid_counts(np.array([len(by_whale[w]) for w in whales], dtype=int), target, rng)
-    valid = set()
-    for whale, k in zip(whales, counts):
-        images = by_whale[whale]
-        valid.update(images[i] for i in rng.permutation(len(images))[:k])
-    return Split(train=[n for n in labels if n not in valid],
-                 valid=[n for n in labels if n in valid], seed=seed,
-                 valid_fraction=valid_fraction, fingerprint=_fingerprint_labels(labels))
+    sizes = np.array([len(by_whale[w]) for w in whales], dtype=int)
+    share, capacity = sizes * target / max(sizes.sum(), 1), sizes - 1
+    counts = np.minimum(np.floor(share).astype(int), capacity)
+    order = np.lexsort((rng.random(len(sizes)), -(share - np.floor(share))))
+    left = min(target, capacity.sum()) - counts.sum()
+    while left > 0:                          # one more image each, in that order, for whales with room
+        more = order[counts[order] < capacity[order]][:left]
+        counts[more] += 1
+        left -= len(more)
+    valid = {by_whale[w][i] for w, size, k in zip(whales, sizes, counts) for i in rng.permutation(size)[:k]}
+    return Split(train=[n for n in labels if n not in valid], valid=[n for n in labels if n in valid],
+                 seed=seed, valid_fraction=valid_fraction, fingerprint=_fingerprint_labels(labels))
 
 
 def split_path(survey: Survey) -> Path:
@@ -88,32 +74,28 @@ def load_split(survey: Survey) -> Split:
     """The stored split, checked against the survey's training rows."""
     path = split_path(survey)
     if not path.is_file():
-        raise DataError(f"{path}: no stored split for {survey.root}; ensure_split makes one "
-                        "(every training stage calls it)")
+        raise DataError(f"{path}: no stored split for {survey.root}; ensure_split makes one (every training "
+                        "stage calls it)")
     try:
         split = Split(**json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: malformed split file ({e}); delete it to make a new split") from e
     if split.fingerprint != fingerprint(survey):
-        raise SplitMismatch(
-            f"{path} was made for a different train.csv ({len(split.train) + len(split.valid)} "
-            f"images vs {len(survey.train)} in {survey.root}); delete it to make a new split, "
-            "or point --data-dir at the data it was made for")
+        raise SplitMismatch(f"{path} was made for a different train.csv ({len(split.train) + len(split.valid)} "
+                            f"images vs {len(survey.train)} in {survey.root}); delete it to make a new split, "
+                            "or point --data-dir at the data it was made for")
     return split
 
 
 def ensure_split(survey: Survey, cfg: config.Split) -> Split:
-    """Load the stored split (refusing other data or settings), else make and store one."""
+    """Load the stored split (refusing other data or settings); make and store one first if there is none."""
     if not split_path(survey).is_file():
-        split = make_split(survey.train, cfg.valid_fraction, cfg.seed)
-        write_json(split_path(survey), asdict(split))
-        return split
+        write_json(split_path(survey), asdict(make_split(survey.train, cfg.valid_fraction, cfg.seed)))
     split = load_split(survey)
     if (split.seed, split.valid_fraction) != (cfg.seed, cfg.valid_fraction):
         raise SplitMismatch(
-            f"{split_path(survey)} was made with seed {split.seed} and valid_fraction "
-            f"{split.valid_fraction}, but seed {cfg.seed} and valid_fraction "
-            f"{cfg.valid_fraction} were asked; every stage must share one split: ask for the "
-            "stored settings, or delete the file to make a new split (earlier models' "
+            f"{split_path(survey)} was made with seed {split.seed} and valid_fraction {split.valid_fraction}, "
+            f"but seed {cfg.seed} and valid_fraction {cfg.valid_fraction} were asked; every stage must share "
+            "one split: ask for the stored settings, or delete the file to make a new split (earlier models' "
             "validation scores then no longer apply)")
     return split

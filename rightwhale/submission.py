@@ -1,14 +1,8 @@
-"""Kaggle submissions: `Image` then one probability column per whale.
-
-Written atomically (optionally gzipped, which Kaggle accepted); the header
-and row order come from sample_submission.csv so every model and the
-stacker write the same table.
-"""
-from __future__ import annotations
-
+"""Kaggle submissions: `Image`, then one probability column per whale; gzipped when the name ends in .gz
+(Kaggle accepted that). Header and row order come from sample_submission.csv, so every model and the
+stacker write the same table."""
 import csv
 import gzip
-import io
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +18,11 @@ def normalise(probs: np.ndarray, eps: float = 1e-15) -> np.ndarray:
 
 def write_submission(path, images: list[str], classes: list[str], probs: np.ndarray) -> Path:
     """Write `images` x `classes` probabilities; gzip when the name ends in .gz."""
-    path = Path(path)
-    probs = normalise(probs)
+    path, probs = Path(path), normalise(probs)
     if probs.shape != (len(images), len(classes)):
         raise ValueError(f"probabilities of shape {probs.shape} for {len(images)} images x {len(classes)} classes")
-    buf = io.StringIO()
-    buf.write(",".join(["Image", *classes]) + "\n")
-    for name, row in zip(images, probs):
-        buf.write(name + "," + ",".join(f"{p:.8g}" for p in row) + "\n")
-    data = buf.getvalue().encode()
+    body = "".join(name + "," + ",".join(f"{p:.8g}" for p in row) + "\n" for name, row in zip(images, probs))
+    data = (",".join(["Image", *classes]) + "\n" + body).encode()
     atomic.write_bytes(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
     return path
 
@@ -40,8 +30,7 @@ def write_submission(path, images: list[str], classes: list[str], probs: np.ndar
 def read_submission(path) -> tuple[list[str], list[str], np.ndarray]:
     """(images, classes, probabilities) of a submission or sample submission."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="") as f:
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", newline="") as f:
         rows = list(csv.reader(f))
     if not rows or rows[0][:1] != ["Image"]:
         raise ValueError(f"{path}: first column must be 'Image'")

@@ -1,22 +1,16 @@
 """The embedded synthetic aerial survey: right whale photos in the Kaggle layout.
 
-Why it exists: the Kaggle photos cannot ship with the project, yet every stage
-must run end to end. Each synthetic whale carries a fixed callosity pattern
-drawn in a head-local frame (bonnet tip at (0, 0), blowhead at (1, 0), unit =
-the bonnet-blowhead distance); every photo places that frame by a known
-similarity transform, so points1/points2/head_boxes are exact by construction.
-Photos of a whale come in a few sightings that share sea colour, light and
-wave direction: the same background shortcut the 2015 saliency map exposed.
-
-All randomness is keyed by (seed, kind, index), so a survey is byte-identical
-for a seed whatever the number of worker processes. `plan_survey` draws the
-whole label table and geometry without rendering a pixel.
+The Kaggle photos cannot ship with the project, yet every stage must run end to end. Each synthetic whale
+carries a fixed callosity pattern drawn in a head-local frame (bonnet tip at (0, 0), blowhead at (1, 0), unit =
+the bonnet-blowhead distance); every photo places that frame by a known similarity transform, so points1/2 and
+head_boxes are exact by construction. A whale's photos come in a few sightings that share sea colour, light and
+wave direction: the background shortcut the 2015 saliency map exposed. All randomness is keyed by
+(seed, kind, index), so a survey is byte-identical for a seed whatever the number of worker processes.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
-import dataclasses
 import functools
 import io
 import json
@@ -24,7 +18,7 @@ import math
 import multiprocessing
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,22 +30,15 @@ from rightwhale import atomic
 
 PATTERN_TYPES = ("continuous", "broken", "split", "sparse")  # whale_types.csv pattern_type indexes these
 FORMAT_VERSION = 1
-
-# Head-local raster holding each whale's callosities (units of the bonnet-blowhead distance).
-_GRID_U = (-0.15, 1.45)
-_GRID_V = (-0.7, 0.7)
-_GRID_RES = 64                      # raster cells per unit
-# Body half-width along the body axis u (units of the bonnet-blowhead distance), seen from above.
-# Smoothed once (monotone cubic) into a fine table so that rendering can use np.interp.
+# Head-local raster of each whale's callosities: u and v ranges (units of the bonnet-blowhead distance), cells per unit.
+_GRID_U, _GRID_V, _GRID_RES = (-0.15, 1.45), (-0.7, 0.7), 64
+# Body half-width along the body axis u, seen from above, smoothed once (monotone cubic) into a table for np.interp.
 _BODY_U = np.linspace(-0.06, 5.3, 1073)
 _BODY_W = interpolate.PchipInterpolator(
     [-0.06, -0.05, -0.03, 0.0, 0.05, 0.1, 0.3, 0.6, 1.0, 1.5, 2.2, 3.0, 3.8, 4.5, 5.0, 5.3],
     [0.0, 0.05, 0.085, 0.115, 0.14, 0.16, 0.22, 0.29, 0.37, 0.48, 0.58, 0.56, 0.42, 0.2, 0.1, 0.0])(_BODY_U)
-
-# The sighting's altitude carries this share of the head-size spread (log scale); each photo the rest.
-_ALTITUDE_SHARE = 0.75
-# Seed-sequence keys: one independent stream per kind of random decision.
-_PLAN, _WHALE, _SIGHTING, _PHOTO, _RENDER = range(5)
+_ALTITUDE_SHARE = 0.75     # of the head-size spread (log scale) that comes from the sighting; each photo adds the rest
+_PLAN, _WHALE, _SIGHTING, _PHOTO, _RENDER = range(5)    # seed-sequence keys: one stream per kind of decision
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -137,23 +124,15 @@ class Survey:
     sightings: list[Sighting]
     photos: list[Photo] = field(default_factory=list)
 
-    def class_order(self) -> list[str]:
-        return sorted(w.whale_id for w in self.whales)
-
 
 # --- the label table -------------------------------------------------------------------
 
 def _training_counts(rng, spec: SurveySpec) -> np.ndarray:
-    """Training photos per whale: 1 + negative binomial with the asked mean and share of singles.
-
-    Stratified quantiles (one per whale, shuffled) keep even a 40-whale survey
-    close to the target distribution instead of at the mercy of sampling noise.
-    """
-    extra = spec.mean_photos - 1
-    # P(0) = p**r = single_fraction and mean r (1 - p) / p = extra; solve for r.
-    def mean_gap(r):
+    """Training photos per whale: 1 + negative binomial with the asked mean and share of singles. Stratified
+    quantiles (one per whale, shuffled) keep even a 40-whale survey close to the target distribution."""
+    def mean_gap(r):                  # P(0) = p**r = single_fraction; the mean r (1 - p) / p must be mean_photos - 1
         p = spec.single_fraction ** (1 / r)
-        return r * (1 - p) / p - extra
+        return r * (1 - p) / p - (spec.mean_photos - 1)
     r = optimize.brentq(mean_gap, 0.05, 1e6)
     p = spec.single_fraction ** (1 / r)
     q = (np.arange(spec.whales) + rng.random(spec.whales)) / spec.whales
@@ -182,14 +161,12 @@ def _pattern_blobs(rng, ptype: int, build: float) -> list[tuple]:
         for u in np.linspace(0.02, bonnet_len, 3):
             blobs.append((u, centre(u), 0.09 * size, rng.uniform(0.08, 0.13) * size, rng.uniform(-0.4, 0.4)))
     if kind == "continuous":
-        end = rng.uniform(0.6, 0.9)
-        for u in np.arange(bonnet_len, end, 0.05):
-            blobs.append((u, centre(u), 0.06, rng.uniform(0.035, 0.07), rng.uniform(-0.3, 0.3)))
+        blobs += [(u, centre(u), 0.06, rng.uniform(0.035, 0.07), rng.uniform(-0.3, 0.3))
+                  for u in np.arange(bonnet_len, rng.uniform(0.6, 0.9), 0.05)]
     else:
         n = rng.integers(*{"broken": (2, 5), "split": (1, 4), "sparse": (0, 2)}[kind])
-        for u in np.sort(rng.uniform(bonnet_len + 0.1, 0.9, n)):
-            blobs.append((u, centre(u) + rng.normal(0, 0.03), rng.uniform(0.03, 0.08), rng.uniform(0.025, 0.06),
-                          rng.uniform(0, np.pi)))
+        blobs += [(u, centre(u) + rng.normal(0, 0.03), rng.uniform(0.03, 0.08), rng.uniform(0.025, 0.06),
+                   rng.uniform(0, np.pi)) for u in np.sort(rng.uniform(bonnet_len + 0.1, 0.9, n))]
     for side in (-1, 1):              # lip callosities along the edges of the head
         for u in rng.uniform(0.3, 1.0, rng.integers(2, 6)):
             v = side * (_head_profile(u, build) - rng.uniform(0.03, 0.06))
@@ -197,11 +174,9 @@ def _pattern_blobs(rng, ptype: int, build: float) -> list[tuple]:
         if rng.random() < 0.6:        # over the eye
             u = rng.uniform(1.05, 1.2)
             blobs.append((u, side * (_head_profile(u, build) - 0.06), 0.035, 0.025, 0.0))
-    n_post = rng.integers(0, 3) + (kind == "sparse")
-    for _ in range(n_post):           # behind the blowholes
-        blobs.append((rng.uniform(1.08, 1.25), rng.uniform(-0.15, 0.15), rng.uniform(0.03, 0.07),
-                      rng.uniform(0.03, 0.06), rng.uniform(0, np.pi)))
-    return blobs
+    n_post = rng.integers(0, 3) + (kind == "sparse")                    # behind the blowholes
+    return blobs + [(rng.uniform(1.08, 1.25), rng.uniform(-0.15, 0.15), rng.uniform(0.03, 0.07),
+                     rng.uniform(0.03, 0.06), rng.uniform(0, np.pi)) for _ in range(n_post)]
 
 
 def _make_whale(rng, whale_id: str, ptype: int) -> Whale:
@@ -283,11 +258,9 @@ def plan_survey(spec: SurveySpec) -> Survey:
         which = np.concatenate([np.arange(n_sightings), wrng.integers(0, n_sightings, n - n_sightings)])
         is_test = wrng.permutation(np.arange(n) < n_test[w])
         for j in range(n):
-            sighting = first + int(which[j])
-            bonnet, blowhead, box = _place_head(wrng, spec, survey.whales[w], survey.sightings[sighting])
-            index = len(survey.photos)
-            survey.photos.append(Photo(f"w_{names[index]}.jpg", w, sighting, bool(is_test[j]),
-                                       bonnet, blowhead, box, index))
+            sighting, index = first + int(which[j]), len(survey.photos)
+            head = _place_head(wrng, spec, survey.whales[w], survey.sightings[sighting])   # bonnet, blowhead, box
+            survey.photos.append(Photo(f"w_{names[index]}.jpg", w, sighting, bool(is_test[j]), *head, index))
     return survey
 
 
@@ -448,64 +421,43 @@ def _init_worker(survey: Survey) -> None:
 
 def _write_photo(index: int, imgs: Path, survey: Survey | None = None) -> None:
     survey = survey or _WORKER_SURVEY
-    photo = survey.photos[index]
-    atomic.write_bytes(imgs / photo.name, _jpeg(survey, photo))
+    atomic.write_bytes(imgs / survey.photos[index].name, _jpeg(survey, survey.photos[index]))
 
 
 def _render_all(survey: Survey, indices: list[int], imgs: Path, workers: int, progress: bool) -> None:
-    bar = tqdm(total=len(indices), desc="rendering survey photos", unit="photo", disable=not progress)
-    if workers <= 1 or len(indices) < 2 * workers:
-        for i in indices:
-            _write_photo(i, imgs, survey)
-            bar.update()
-    else:   # spawn, not fork: the caller may hold JAX's threads
+    with tqdm(total=len(indices), desc="rendering survey photos", unit="photo", disable=not progress) as bar:
+        if workers <= 1 or len(indices) < 2 * workers:
+            for i in indices:
+                _write_photo(i, imgs, survey)
+                bar.update()
+            return
+        # spawn, not fork: the caller may hold JAX's threads
         with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_worker, initargs=(survey,)) as pool:
             for job in futures.as_completed([pool.submit(_write_photo, i, imgs) for i in indices]):
                 job.result()
                 bar.update()
-    bar.close()
-
-
-def _number(photo: Photo) -> int:
-    return int(photo.name[2:-4])
-
-
-def _label_csv(photos) -> str:
-    return "Image,whaleID\n" + "".join(f"{p.name},{w}\n" for p, w in photos)
-
-
-def _sloth(photos, annotation) -> list[dict]:
-    return [{"filename": p.name, "class": "image", "annotations": [annotation(p)]}
-            for p in sorted(photos, key=lambda p: p.name)]
-
-
-def _survey_json(survey: Survey) -> dict:
-    train = [p for p in survey.photos if not p.test]
-    return {"generator": "rightwhale.synth", "format_version": FORMAT_VERSION,
-            "spec": dataclasses.asdict(survey.spec), "pattern_types": list(PATTERN_TYPES),
-            "whales": len(survey.whales), "sightings": len(survey.sightings),
-            "train_photos": len(train), "test_photos": len(survey.photos) - len(train)}
 
 
 def _write_tables(survey: Survey, out: Path) -> None:
-    photos = sorted(survey.photos, key=_number)
-    whale_id = [w.whale_id for w in survey.whales]
-    train = [p for p in photos if not p.test]
-    test = [p for p in photos if p.test]
-    atomic.write_text(out / "train.csv", _label_csv((p, whale_id[p.whale]) for p in train))
-    atomic.write_text(out / "test_labels.csv", _label_csv((p, whale_id[p.whale]) for p in test))
-    classes = survey.class_order()
-    uniform = f"{1 / len(classes):.10g}"
+    """The label tables and the Sloth annotation files (of the training photos, as on Kaggle)."""
+    photos = sorted(survey.photos, key=lambda p: int(p.name[2:-4]))
+    whale_ids = [w.whale_id for w in survey.whales]
+    for name, test in (("train.csv", False), ("test_labels.csv", True)):
+        atomic.write_text(out / name, "Image,whaleID\n" + "".join(
+            f"{p.name},{whale_ids[p.whale]}\n" for p in photos if p.test == test))
+    classes = sorted(whale_ids)
+    uniform = ",".join([f"{1 / len(classes):.10g}"] * len(classes))
     atomic.write_text(out / "sample_submission.csv", ",".join(["Image", *classes]) + "\n" + "".join(
-        ",".join([p.name] + [uniform] * len(classes)) + "\n" for p in test))
+        f"{p.name},{uniform}\n" for p in photos if p.test))
     atomic.write_text(out / "whale_types.csv", "whaleID,pattern_type\n" + "".join(
         f"{w.whale_id},{w.pattern_type}\n" for w in sorted(survey.whales, key=lambda w: w.whale_id)))
-    for name, key in (("points1.json", "bonnet"), ("points2.json", "blowhead")):
-        atomic.write_json(out / name, _sloth(train, lambda p: dict(zip(
-            ("class", "x", "y"), ("point", *getattr(p, key))))))
-    atomic.write_json(out / "head_boxes.json", _sloth(train, lambda p: dict(zip(
-        ("class", "x", "y", "width", "height"), ("rect", *p.head_box)))))
+    train = sorted((p for p in photos if not p.test), key=lambda p: p.name)
+    for name, kind, keys, attr in (("points1.json", "point", ("x", "y"), "bonnet"),
+                                   ("points2.json", "point", ("x", "y"), "blowhead"),
+                                   ("head_boxes.json", "rect", ("x", "y", "width", "height"), "head_box")):
+        atomic.write_json(out / name, [{"filename": p.name, "class": "image", "annotations": [
+            {"class": kind, **dict(zip(keys, getattr(p, attr)))}]} for p in train])
 
 
 def generate_survey(out_dir, whales: int = 40, seed: int = 0, width: int = 480, height: int = 320,
@@ -513,24 +465,24 @@ def generate_survey(out_dir, whales: int = 40, seed: int = 0, width: int = 480, 
                     preview=None, progress: bool = True, **spec) -> Path:
     """Write a synthetic survey in the Kaggle layout to `out_dir` and return its path.
 
-    Builds `<out_dir>.partial` and renames it at the end, so `out_dir` is either
-    absent or complete; an interrupted run with the same parameters resumes
-    there. Extra keyword arguments are `SurveySpec` fields.
+    Builds `<out_dir>.partial` and renames it at the end, so `out_dir` is either absent or complete; an
+    interrupted run with the same parameters resumes there. Extra keyword arguments are `SurveySpec` fields.
     """
     spec = SurveySpec(whales=whales, seed=seed, width=width, height=height, test_fraction=test_fraction, **spec)
     out = Path(out_dir)
-    if out.exists():
-        if not out.is_dir():
-            raise FileExistsError(f"{out}: exists and is not a directory")
-        if any(out.iterdir()):
-            if not overwrite:
-                raise FileExistsError(f"{out}: directory is not empty; pass overwrite=True (--overwrite) "
-                                      "to replace it")
-            if not (out / "survey.json").is_file():
-                raise FileExistsError(f"{out}: has no survey.json, so it is not a synthetic survey; "
-                                      "refusing to delete it")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out}: directory is not empty; pass overwrite=True (--overwrite) to replace it")
+        if not (out / "survey.json").is_file():
+            raise FileExistsError(f"{out}: has no survey.json, so it is not a synthetic survey; refusing to delete it")
     survey = plan_survey(spec)
-    meta = json.loads(json.dumps(_survey_json(survey)))               # as it reads back (tuples -> lists)
+    n_train = sum(not p.test for p in survey.photos)
+    meta = json.loads(json.dumps({                                     # as it reads back (tuples -> lists)
+        "generator": "rightwhale.synth", "format_version": FORMAT_VERSION, "spec": asdict(spec),
+        "pattern_types": list(PATTERN_TYPES), "whales": len(survey.whales), "sightings": len(survey.sightings),
+        "train_photos": n_train, "test_photos": len(survey.photos) - n_train}))
     partial = out.with_name(out.name + ".partial")
     try:
         resumable = json.loads((partial / "survey.json").read_text()) == meta
@@ -540,9 +492,9 @@ def generate_survey(out_dir, whales: int = 40, seed: int = 0, width: int = 480, 
         shutil.rmtree(partial)
     atomic.write_json(partial / "survey.json", meta)
     (partial / "imgs").mkdir(exist_ok=True)
-    expected = {p.name for p in survey.photos}
+    names = {p.name for p in survey.photos}
     for leftover in (partial / "imgs").iterdir():                      # e.g. temp files of a killed run
-        if leftover.name not in expected:
+        if leftover.name not in names:
             leftover.unlink()
     todo = [i for i, p in enumerate(survey.photos) if not (partial / "imgs" / p.name).is_file()]
     _render_all(survey, todo, partial / "imgs", workers or os.cpu_count() or 1, progress)
@@ -555,23 +507,9 @@ def generate_survey(out_dir, whales: int = 40, seed: int = 0, width: int = 480, 
     return out
 
 
-# --- the preview figure ------------------------------------------------------------------
-
-def _head_crop(photo_img: Image.Image, photo: Photo, size=(160, 80)) -> Image.Image:
-    """Bonnet pointing right, 2 d by 1 d around 0.4 bonnet + 0.6 blowhead (the stage-3 crop)."""
-    bonnet, blowhead = np.array(photo.bonnet), np.array(photo.blowhead)
-    d = np.hypot(*(bonnet - blowhead))
-    centre = 0.4 * bonnet + 0.6 * blowhead
-    ex = (bonnet - blowhead) / d * 2 * d / size[0]                     # input step per output pixel
-    ey = np.array([-ex[1], ex[0]])
-    origin = centre - ex * size[0] / 2 - ey * size[1] / 2
-    return photo_img.transform(size, Image.AFFINE, (ex[0], ey[0], origin[0], ex[1], ey[1], origin[1]),
-                               Image.BILINEAR)
-
-
 def write_preview(survey: Survey, data_dir, png, columns: int = 4, rows: int = 3, width: int = 800) -> Path:
-    """A PNG grid of photos (bonnet red, blowhead cyan, head box yellow) over a row of head crops
-    of one whale from different sightings, so a reader sees that its callosities identify it."""
+    """A PNG grid of photos (bonnet red, blowhead cyan, head box yellow) over a row of head crops of one
+    whale from different sightings, so a reader sees that its callosities identify it."""
     imgs = Path(data_dir) / "imgs"
     tile_w = width // columns
     scale = tile_w / survey.spec.width
@@ -581,14 +519,20 @@ def write_preview(survey: Survey, data_dir, png, columns: int = 4, rows: int = 3
     best = max(range(len(survey.whales)), key=lambda w: sum(p.whale == w for p in survey.photos))
     crops = sorted((p for p in survey.photos if p.whale == best), key=lambda p: p.sighting)
     crops = ([p for i, p in enumerate(crops) if i == 0 or p.sighting != crops[i - 1].sighting] + crops)[:5]
-    crop_size = (width // 5, width // 10)
-    sheet = Image.new("RGB", (width, rows * tile_h + crop_size[1] + 16), "white")
+    crop_w, crop_h = width // 5, width // 10
+    sheet = Image.new("RGB", (width, rows * tile_h + crop_h + 16), "white")
     for k, photo in enumerate(shown):
         tile = Image.open(imgs / photo.name).convert("RGB").resize((tile_w, tile_h), Image.BILINEAR)
         sheet.paste(tile, ((k % columns) * tile_w, (k // columns) * tile_h))
-    for k, photo in enumerate(crops):
-        sheet.paste(_head_crop(Image.open(imgs / photo.name).convert("RGB"), photo, crop_size),
-                    (k * crop_size[0], rows * tile_h + 16))
+    for k, photo in enumerate(crops):     # the stage-3 crop: bonnet right, 2 d by 1 d around 0.4 p1 + 0.6 p2
+        bonnet, blowhead = np.array(photo.bonnet), np.array(photo.blowhead)
+        d = np.hypot(*(bonnet - blowhead))
+        ex = (bonnet - blowhead) / d * 2 * d / crop_w                  # input step per output pixel
+        ey = np.array([-ex[1], ex[0]])
+        origin = 0.4 * bonnet + 0.6 * blowhead - ex * crop_w / 2 - ey * crop_h / 2
+        crop = Image.open(imgs / photo.name).convert("RGB").transform(
+            (crop_w, crop_h), Image.AFFINE, (ex[0], ey[0], origin[0], ex[1], ey[1], origin[1]), Image.BILINEAR)
+        sheet.paste(crop, (k * crop_w, rows * tile_h + 16))
     # a 124-colour palette keeps the PNG small; the marks get four reserved entries of their own
     sheet = sheet.quantize(colors=124)
     sheet.putpalette(sheet.getpalette()[:124 * 3] + [255, 48, 48, 48, 192, 255, 255, 224, 48, 0, 0, 0])
@@ -604,9 +548,8 @@ def write_preview(survey: Survey, data_dir, png, columns: int = 4, rows: int = 3
     whale = survey.whales[best]
     draw.text((4, rows * tile_h + 2), f"{whale.whale_id} ({PATTERN_TYPES[whale.pattern_type]} callosity "
               "pattern): head crops from several sightings, bonnet to the right", fill=ink)
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG", optimize=True)
-    atomic.write_bytes(png, buf.getvalue())
+    with atomic.atomic_open(png) as f:
+        sheet.save(f, format="PNG", optimize=True)
     return Path(png)
 
 

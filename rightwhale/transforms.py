@@ -1,25 +1,17 @@
 """Affine geometry in JAX: matrices, a batched warp, points, boxes, random augmentation.
 
 Conventions (every module that moves pixels or points follows them):
-- Points are (x, y) in pixels, x right, y down, pixel centres at integer
-  coordinates (scikit-image's convention): a W x H image spans
-  [-0.5, W - 0.5] x [-0.5, H - 0.5].
-- An affine is a 3x3 float32 matrix M mapping INPUT coordinates to OUTPUT
-  coordinates: content at p in the input appears at M p in the output.
-  `B @ A` applies A first; `invert(M)` undoes M. Builders broadcast over
-  leading dimensions, so a batch of transforms is a (B, 3, 3) array.
-- Images are NHWC, uint8 or float; `warp` returns the input dtype.
-- Boxes are (x, y, w, h) in pixels; (x, y) is the top-left pixel, the box
-  covers pixels x .. x + w - 1 (the original's slice `[t:t+h, l:l+w]`).
+- Points are (x, y) pixels, x right, y down, pixel centres at integers (scikit-image's
+  convention): a W x H image spans [-0.5, W - 0.5] x [-0.5, H - 0.5].
+- An affine is a 3x3 float32 matrix M mapping INPUT to OUTPUT coordinates: content at p
+  appears at M p. `B @ A` applies A first; `invert(M)` undoes M; builders broadcast over
+  leading dimensions (a batch is (B, 3, 3)). Images are NHWC, uint8 or float.
+- Boxes (x, y, w, h) cover pixels x .. x + w - 1 (the original's slice `[t:t+h, l:l+w]`).
 
-Random augmentation reproduces the nolearn_utils batch iterators of the
-original: flip, then affine, then gamma (their mixin order). Each step picks
-exactly int(B * p) samples of a batch, as nolearn_utils' `get_random_idx`
-did; we add one more with probability frac(B * p) so the expected share is p
-for any batch size (the original never transformed a batch of 1 at p=0.5).
+Augmentation follows the original's nolearn_utils iterators: flip, affine, gamma, each on
+exactly int(B * p) random samples of a batch, plus one more with probability frac(B * p) so
+the expected share is p for any batch size.
 """
-from __future__ import annotations
-
 import functools
 
 import jax
@@ -29,14 +21,11 @@ import numpy as np
 from rightwhale.config import Augment
 
 
-# --- matrices ----------------------------------------------------------------------
-
 def _affine(a, b, c, d, tx, ty):
     """Stack [[a, b, tx], [c, d, ty], [0, 0, 1]] over broadcast leading dims."""
     a, b, c, d, tx, ty = jnp.broadcast_arrays(*(jnp.asarray(v, jnp.float32) for v in (a, b, c, d, tx, ty)))
     zero, one = jnp.zeros_like(a), jnp.ones_like(a)
-    return jnp.stack([jnp.stack([a, b, tx], -1), jnp.stack([c, d, ty], -1),
-                      jnp.stack([zero, zero, one], -1)], -2)
+    return jnp.stack([jnp.stack([a, b, tx], -1), jnp.stack([c, d, ty], -1), jnp.stack([zero, zero, one], -1)], -2)
 
 
 @jax.jit
@@ -47,8 +36,7 @@ def translation(tx, ty):
 @jax.jit
 def scaling(sx, sy, center=(0.0, 0.0)):
     """Scale by (sx, sy) about `center` (x, y)."""
-    center = jnp.asarray(center, jnp.float32)
-    cx, cy = center[..., 0], center[..., 1]
+    cx, cy = jnp.moveaxis(jnp.asarray(center, jnp.float32), -1, 0)
     return _affine(sx, 0.0, 0.0, sy, cx - sx * cx, cy - sy * cy)
 
 
@@ -68,37 +56,26 @@ def invert(mats):
     return _affine(ia, ib, ic, id_, -(ia * tx + ib * ty), -(ic * tx + id_ * ty))
 
 
-def as_hw(image_size):
-    """(H, W) from an int (square) or an (H, W) pair."""
-    return (int(image_size), int(image_size)) if np.isscalar(image_size) else tuple(int(v) for v in image_size)
-
-
 def image_center(image_size):
     """(x, y) of the centre of an image (int or (H, W)) under the pixel-centre convention."""
-    h, w = as_hw(image_size)
+    h, w = (int(image_size),) * 2 if np.isscalar(image_size) else map(int, image_size)
     return jnp.array([(w - 1) / 2.0, (h - 1) / 2.0], jnp.float32)
 
 
 @jax.jit
 def affine_matrix(scale=1.0, rotation_deg=0.0, shear_deg=0.0, tx=0.0, ty=0.0, center=(0.0, 0.0)):
-    """nolearn_utils' `im_affine_transform` as a forward matrix, about `center`.
+    """nolearn_utils' `im_affine_transform` as a forward matrix about `center`.
 
-    The original built skimage's inverse map c + A (q - c) with
-    A = AffineTransform(scale=1/scale, rotation, shear, translation=-t) in
-    the 2015 parameterisation [[k cos r, -k sin(r + shear)], [k sin r,
-    k cos(r + shear)]]. We return its inverse, so: `scale` > 1 zooms in,
-    positive rotation turns content counter-clockwise on screen, and the
-    translation is applied before rotation and scaling (content moves by
-    scale x t, rotated), all exactly as the original. Shear is in degrees
-    (the original passed radians straight to skimage).
-    """
+    The original gave skimage the inverse map c + A (q - c), A = AffineTransform(1/scale, rotation, shear, -t)
+    in the 2015 parameterisation; this is its inverse: `scale` > 1 zooms in, positive rotation turns content
+    counter-clockwise, translation applies before rotation and scaling. Shear is in degrees (the original
+    passed radians)."""
     k = 1.0 / jnp.asarray(scale, jnp.float32)
     r = jnp.deg2rad(jnp.asarray(rotation_deg, jnp.float32))
     s = jnp.deg2rad(jnp.asarray(shear_deg, jnp.float32))
     inverse_map = _affine(k * jnp.cos(r), -k * jnp.sin(r + s), k * jnp.sin(r), k * jnp.cos(r + s),
                           -jnp.asarray(tx, jnp.float32), -jnp.asarray(ty, jnp.float32))
-    center = jnp.asarray(center, jnp.float32)
-    cx, cy = center[..., 0], center[..., 1]
+    cx, cy = jnp.moveaxis(jnp.asarray(center, jnp.float32), -1, 0)
     return translation(cx, cy) @ invert(inverse_map) @ translation(-cx, -cy)
 
 
@@ -106,27 +83,19 @@ def affine_matrix(scale=1.0, rotation_deg=0.0, shear_deg=0.0, tx=0.0, ty=0.0, ce
 def flip_matrix(horizontal, vertical, hw):
     """Mirror an H x W image left-right and/or up-down (booleans, broadcastable)."""
     h, w = hw
-    sx = jnp.where(horizontal, -1.0, 1.0)
-    sy = jnp.where(vertical, -1.0, 1.0)
+    sx, sy = jnp.where(horizontal, -1.0, 1.0), jnp.where(vertical, -1.0, 1.0)
     return _affine(sx, 0.0, 0.0, sy, jnp.where(horizontal, w - 1.0, 0.0), jnp.where(vertical, h - 1.0, 0.0))
 
 
 @jax.jit
 def transform_points(mats, pts):
     """Map points (..., K, 2) by matrices (..., 3, 3)."""
-    pts = jnp.asarray(pts, jnp.float32)
-    return jnp.einsum("...ij,...kj->...ki", mats[..., :2, :2], pts) + mats[..., None, :2, 2]
+    return jnp.einsum("...ij,...kj->...ki", mats[..., :2, :2], jnp.asarray(pts, jnp.float32)) + mats[..., None, :2, 2]
 
-
-# --- warp ------------------------------------------------------------------------
 
 def _resample(flat, inv, hw, out_hw, order):
-    """Sample one padded, flattened image (P, X) at inv(M) q for every output pixel q: (N, X) float32.
-
-    flat holds the image with a one-pixel border of the fill value, so every
-    tap reads memory: indices are clamped into [-1, W] x [-1, H] and a
-    neighbour outside the image lands on the border.
-    """
+    """Sample one flattened image (P, X) with a one-pixel border of the fill value at inv(M) q for every
+    output pixel q: (N, X) float32. Indices clamp into [-1, W] x [-1, H]: outside taps read the border."""
     (h, w), (ho, wo) = hw, out_hw
     ys, xs = jnp.meshgrid(jnp.arange(ho, dtype=jnp.float32), jnp.arange(wo, dtype=jnp.float32), indexing="ij")
     sx = inv[0, 0] * xs.ravel() + inv[0, 1] * ys.ravel() + inv[0, 2]
@@ -146,14 +115,10 @@ def _resample(flat, inv, hw, out_hw, order):
 
 @functools.partial(jax.jit, static_argnames=("out_hw", "order"))
 def warp(images, mats, out_hw=None, order=1, cval=0.0):
-    """Resample a batch: output pixel q takes the input at inv(M) q.
+    """Resample a batch (B, H, W, C): output pixel q takes the input at inv(M) q; same dtype out (uint8 rounded).
 
-    images (B, H, W, C); mats (B, 3, 3), one per image, or (3, 3) shared by
-    the batch (then each output pixel's taps are computed once and fetch all
-    B images at a time: the fast path for test-time augmentation). order 1
-    is bilinear, order 0 nearest (for masks); samples outside the input read
-    `cval` (skimage's mode="constant"). One gather-based computation for the
-    whole batch; uint8 in gives rounded uint8 out.
+    mats (B, 3, 3), or (3, 3) shared by the batch (the fast path of test-time augmentation: taps are
+    computed once for all B images). order 1 is bilinear, 0 nearest (masks); outside reads `cval`.
     """
     if order not in (0, 1):
         raise ValueError(f"warp supports order 0 (nearest) or 1 (bilinear), got {order}")
@@ -167,33 +132,17 @@ def warp(images, mats, out_hw=None, order=1, cval=0.0):
         out = _resample(flat, inv, (h, w), (ho, wo), order).reshape(ho, wo, b, c).transpose(2, 0, 1, 3)
     else:
         resample = lambda f, m: _resample(f, m, (h, w), (ho, wo), order)
-        out = jax.vmap(resample)(padded.reshape(b, -1, c), jnp.broadcast_to(inv, (b, 3, 3)))
-        out = out.reshape(b, ho, wo, c)
+        out = jax.vmap(resample)(padded.reshape(b, -1, c), jnp.broadcast_to(inv, (b, 3, 3))).reshape(b, ho, wo, c)
     if images.dtype == jnp.uint8:
         return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
     return out.astype(images.dtype)
 
 
-# --- boxes -----------------------------------------------------------------------
-
-def _mask_bbox(mask):
-    """(x, y, w, h) of the True pixels of (B, H, W) masks; zeros when empty."""
-    _, h, w = mask.shape
-    rows, cols = mask.any(axis=2), mask.any(axis=1)
-    top, left = jnp.argmax(rows, axis=1), jnp.argmax(cols, axis=1)
-    bottom, right = h - jnp.argmax(rows[:, ::-1], axis=1), w - jnp.argmax(cols[:, ::-1], axis=1)
-    box = jnp.stack([left, top, right - left, bottom - top], axis=1).astype(jnp.float32)
-    return jnp.where(rows.any(axis=1)[:, None], box, 0.0)
-
-
 @functools.partial(jax.jit, static_argnames=("hw",))
 def transform_boxes_by_mask(mats, boxes, hw):
-    """Move (B, 4) boxes as the original did: warp the box's mask, re-take its bounding box.
-
-    The original truncated the float box to pixel slices, warped the boolean
-    mask bilinearly and kept every pixel with nonzero coverage. We keep
-    coverage above 1e-3 so float32 rounding noise does not grow the box.
-    """
+    """Move (B, 4) boxes as the original did: warp the box's mask bilinearly, re-take its bounding box
+    ((0, 0, 0, 0) when empty). The original kept any nonzero coverage; we keep coverage above 1e-3 so
+    float32 rounding noise does not grow the box."""
     h, w = hw
     boxes = jnp.asarray(boxes, jnp.float32)
     left, top = jnp.floor(boxes[:, 0]), jnp.floor(boxes[:, 1])
@@ -202,43 +151,33 @@ def transform_boxes_by_mask(mats, boxes, hw):
     in_x = (xs >= left[:, None]) & (xs < right[:, None])
     in_y = (ys >= top[:, None]) & (ys < bottom[:, None])
     mask = (in_y[:, :, None] & in_x[:, None, :]).astype(jnp.float32)[..., None]
-    warped = warp(mask, mats, order=1)[..., 0]
-    return _mask_bbox(warped > 1e-3)
+    covered = warp(mask, mats, order=1)[..., 0] > 1e-3
+    rows, cols = covered.any(axis=2), covered.any(axis=1)
+    top, left = jnp.argmax(rows, axis=1), jnp.argmax(cols, axis=1)
+    bottom, right = h - jnp.argmax(rows[:, ::-1], axis=1), w - jnp.argmax(cols[:, ::-1], axis=1)
+    box = jnp.stack([left, top, right - left, bottom - top], axis=1).astype(jnp.float32)
+    return jnp.where(rows.any(axis=1)[:, None], box, 0.0)
 
 
 @functools.partial(jax.jit, static_argnames=("hw",))
 def transform_boxes_by_corners(mats, boxes, hw):
-    """Bounding box of the 4 moved corners of each box's pixel area, clipped to the image.
-
-    A box covering pixels x .. x + w - 1 spans [x - 0.5, x + w - 0.5]; moving
-    that area and converting back keeps both methods on the same grid.
-    Both methods agree to about a pixel at any rotation and shear while the
-    box stays inside the image: an affine map sends a rectangle to a
-    parallelogram whose bounding box is set by its corners. They differ
-    where the mask cannot follow: the part of a box outside the input image
-    is lost before the warp (corners keep it), and bilinear coverage adds up
-    to a pixel around a slanted edge.
-    """
+    """Bounding box of the 4 moved corners of each box's pixel area, clipped to the image. Agrees with
+    the mask method to about a pixel while the box stays inside the image (the mask loses what lies
+    outside the input, and bilinear coverage adds up to a pixel around a slanted edge)."""
     h, w = hw
     boxes = jnp.asarray(boxes, jnp.float32)
     x0, y0 = boxes[:, 0] - 0.5, boxes[:, 1] - 0.5
     x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
-    corners = jnp.stack([jnp.stack([x0, y0], -1), jnp.stack([x1, y0], -1),
-                         jnp.stack([x0, y1], -1), jnp.stack([x1, y1], -1)], axis=1)
-    moved = transform_points(mats, corners)
+    moved = transform_points(mats, jnp.stack([x0, y0, x1, y0, x0, y1, x1, y1], -1).reshape(-1, 4, 2))
     lo = jnp.clip(moved.min(axis=1) + 0.5, 0.0, jnp.array([w, h], jnp.float32))
     hi = jnp.clip(moved.max(axis=1) + 0.5, 0.0, jnp.array([w, h], jnp.float32))
-    box = jnp.concatenate([lo, hi - lo], axis=1)
-    return jnp.where(jnp.all(hi > lo, axis=1, keepdims=True), box, 0.0)
+    return jnp.where(jnp.all(hi > lo, axis=1, keepdims=True), jnp.concatenate([lo, hi - lo], axis=1), 0.0)
 
-
-# --- random augmentation -----------------------------------------------------------
 
 def pick(key, batch, p):
     """Boolean (batch,): int(batch * p) random samples, one more with probability frac(batch * p)."""
     u = jax.random.uniform(key, (batch + 1,))
-    expected = batch * p
-    count = int(expected) + (u[batch] < expected - int(expected))
+    count = int(batch * p) + (u[batch] < batch * p - int(batch * p))
     return jnp.argsort(u[:batch]) < count         # a random permutation's first `count` positions
 
 
@@ -254,37 +193,22 @@ def sample_affine_params(key, batch, augment: Augment):
     k_pick, k_draw = jax.random.split(key)
     picked = pick(k_pick, batch, augment.probability)
     draws = {"scale": (augment.scales, 1.0), "rotation_deg": (augment.rotations, 0.0),
-             "shear_deg": (augment.shears, 0.0), "ty": (augment.translations, 0.0),
-             "tx": (augment.translations, 0.0)}
+             "shear_deg": (augment.shears, 0.0), "ty": (augment.translations, 0.0), "tx": (augment.translations, 0.0)}
     u = jax.random.uniform(k_draw, (len(draws), batch))
-    params = {name: jnp.where(picked, _choose(ui, choices), identity)
-              for ui, (name, (choices, identity)) in zip(u, draws.items())}
-    return picked, params
+    return picked, {name: jnp.where(picked, _choose(ui, choices), identity)
+                    for ui, (name, (choices, identity)) in zip(u, draws.items())}
 
 
 @functools.partial(jax.jit, static_argnames=("batch", "augment", "image_size"))
 def sample_affine(key, batch, augment: Augment, image_size):
     """(B, 3, 3): a random im_affine_transform about the image centre, identity for unpicked samples."""
-    _, params = sample_affine_params(key, batch, augment)
-    return affine_matrix(**params, center=image_center(image_size))
-
-
-@functools.partial(jax.jit, static_argnames=("batch", "augment", "image_size"))
-def sample_flips(key, batch, augment: Augment, image_size):
-    """(B, 3, 3) mirror matrices, horizontal and vertical picked independently."""
-    kh, kv = jax.random.split(key)
-    return flip_matrix(pick(kh, batch, augment.flip_horizontal), pick(kv, batch, augment.flip_vertical),
-                       as_hw(image_size))
+    return affine_matrix(**sample_affine_params(key, batch, augment)[1], center=image_center(image_size))
 
 
 @functools.partial(jax.jit, static_argnames=("augment",))
 def photometric(key, images, augment: Augment):
-    """Gamma (skimage adjust_gamma: x ** gamma) on picked samples, then brightness.
-
-    Brightness multiplies every sample by a draw from `augment.brightness`
-    (our reading of the naive baseline; the choices include 1). Images are
-    float in [0, 1] and stay there.
-    """
+    """Gamma (skimage adjust_gamma: x ** gamma) on picked samples, then brightness: each sample times a
+    draw from `augment.brightness` (our reading of the naive baseline). Float images stay in [0, 1]."""
     batch = images.shape[0]
     k_pick, k_draw = jax.random.split(key)
     u = jax.random.uniform(k_draw, (2, batch))
@@ -299,25 +223,21 @@ def photometric(key, images, augment: Augment):
 
 @functools.partial(jax.jit, static_argnames=("augment",))
 def augment_batch(key, images, augment: Augment, points=None, boxes=None):
-    """The training-time augmentation, one call inside a jitted step.
+    """Training-time augmentation of images (B, H, W, C) in [0, 1] (uint8 is scaled), returned float32.
 
-    images (B, H, W, C) float32 in [0, 1] (uint8 is scaled to that); returns
-    float32 in [0, 1]. points (B, K, 2) and boxes (B, 4) are in pixels of
-    these images and follow the same geometry (boxes by mask, as the
-    original). `augment` is static; its translations are pixels at this size.
+    points (B, K, 2) and boxes (B, 4), in pixels of these images, follow the same geometry (boxes by
+    mask, as the original). `augment` is static; its translations are pixels at this size.
     """
     images = jnp.asarray(images)
-    if images.dtype == jnp.uint8:
-        images = images.astype(jnp.float32) / 255.0
-    images = images.astype(jnp.float32)
+    images = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images.astype(jnp.float32)
     batch, h, w = images.shape[:3]
     k_flip, k_affine, k_photo = jax.random.split(key, 3)
-    mats = sample_affine(k_affine, batch, augment, (h, w)) @ sample_flips(k_flip, batch, augment, (h, w))
+    kh, kv = jax.random.split(k_flip)
+    flips = flip_matrix(pick(kh, batch, augment.flip_horizontal), pick(kv, batch, augment.flip_vertical), (h, w))
+    mats = sample_affine(k_affine, batch, augment, (h, w)) @ flips
     if augment.probability > 0 or augment.flip_horizontal > 0 or augment.flip_vertical > 0:
         images = warp(images, mats)
     images = photometric(k_photo, images, augment)
-    if points is not None:
-        points = transform_points(mats, points)
-    if boxes is not None:
-        boxes = transform_boxes_by_mask(mats, boxes, (h, w))
+    points = None if points is None else transform_points(mats, points)
+    boxes = None if boxes is None else transform_boxes_by_mask(mats, boxes, (h, w))
     return images, points, boxes

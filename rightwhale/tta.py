@@ -1,13 +1,9 @@
 """Test-time augmentation of the point regressor: predict on warped copies, map back, average.
 
-The original (utils/test_time_augmentation.py) warped each image by every
-transform of a grid with scikit-image in a process pool, predicted the T
-copies, mapped each prediction back through its transform and averaged.
-Here the whole batch is warped by all T transforms in one gather and the
+The original (utils/test_time_augmentation.py) warped each image by every transform of a grid with
+scikit-image in a process pool; here the batch is warped by all T transforms in one gather and the
 regressor sees the B * T copies at once (or in chunks of transforms).
 """
-from __future__ import annotations
-
 import itertools
 
 import jax
@@ -18,13 +14,9 @@ from rightwhale.transforms import affine_matrix, image_center, invert, transform
 
 
 def tta_matrices(image_size, scales=(1.0,), rotations=(0.0,), translations=(0.0,), shears=(0.0,)):
-    """(T, 3, 3): the product grid of the original, in its order (scale, shear, rotation, translation).
-
-    As the original, one translation value is used for x and y alike
-    (pixels at `image_size`); shears are degrees.
-    """
-    grid = jnp.asarray(list(itertools.product(scales, shears, rotations, translations)), jnp.float32)
-    z, s, r, t = grid.T
+    """(T, 3, 3): the original's product grid in its order (scale, shear, rotation, translation);
+    as there, one translation value serves x and y alike (pixels at `image_size`). Shears are degrees."""
+    z, s, r, t = jnp.asarray(list(itertools.product(scales, shears, rotations, translations)), jnp.float32).T
     return affine_matrix(scale=z, rotation_deg=r, shear_deg=s, tx=t, ty=t, center=image_center(image_size))
 
 
@@ -37,30 +29,24 @@ def tta_matrices_from_config(tta: Tta, image_size: int, reference_size: int = 25
 @jax.jit
 def _copies(images, group):
     """(G * B, H, W, C): every image warped by every matrix of the group, transform-major."""
-    copies = jax.vmap(lambda m: warp(images, m))(group)
-    return copies.reshape((-1,) + images.shape[1:])
+    return jax.vmap(lambda m: warp(images, m))(group).reshape((-1,) + images.shape[1:])
 
 
 @jax.jit
 def _map_back(group, pts):
     """Predictions (G * B, K, 2) on the copies -> (G, B, K, 2) in the original images' pixels."""
-    pts = pts.reshape((group.shape[0], -1) + pts.shape[1:])
-    return transform_points(invert(group)[:, None], pts)
+    return transform_points(invert(group)[:, None], pts.reshape((group.shape[0], -1) + pts.shape[1:]))
 
 
 def tta_predict_points(predict_fn, images, mats, chunk=None):
     """Average point predictions over transformed copies; returns (mean_points, spread).
 
-    predict_fn maps images (N, H, W, C) to points (N, K, 2) in pixels of the
-    images it is given. mats (T, 3, 3). Returns mean_points (B, K, 2) in the
-    original images' pixels and spread (B,), the mean distance of the T
-    back-mapped predictions from their mean: large when the copies disagree.
-    `chunk` bounds memory: predict on `chunk` transforms (B * chunk images)
-    at a time instead of all T (the last chunk is padded with identities).
-
-    Jittable; called unjitted, the warps and predict_fn run as separate
-    compiled programs, which on XLA CPU is faster for regressors that start
-    with a reduction (XLA fuses the warp into it).
+    predict_fn maps images (N, H, W, C) to points (N, K, 2) in pixels of the images it is given; mats
+    (T, 3, 3). mean_points (B, K, 2) is in the original images' pixels; spread (B,) is the mean distance
+    of the T back-mapped predictions from their mean, large when the copies disagree. `chunk` bounds
+    memory: predict on `chunk` transforms (B * chunk images) at a time (the last padded with identities).
+    Jittable; called unjitted, warps and predict_fn compile separately, which on XLA CPU is faster for
+    regressors that start with a reduction (XLA fuses the warp into it).
     """
     images = jnp.asarray(images)
     t = mats.shape[0]
@@ -70,5 +56,4 @@ def tta_predict_points(predict_fn, images, mats, chunk=None):
     groups = [padded[i * chunk:(i + 1) * chunk] for i in range(n)]
     back = jnp.concatenate([_map_back(g, predict_fn(_copies(images, g))) for g in groups])[:t]
     mean = back.mean(axis=0)
-    spread = jnp.linalg.norm(back - mean, axis=-1).mean(axis=(0, 2))
-    return mean, spread
+    return mean, jnp.linalg.norm(back - mean, axis=-1).mean(axis=(0, 2))

@@ -1,7 +1,5 @@
 """python -m rightwhale.models NAME [--size S] [--classes K]: print a model's layer table.
 python -m rightwhale.models --list: the registered names, each with its docstring's first line."""
-from __future__ import annotations
-
 import argparse
 import sys
 
@@ -19,9 +17,8 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="list the model names and what each is")
     parser.add_argument("--size", type=int, default=256, help="square input size in pixels (default 256)")
     parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
-    parser.add_argument("--classes", type=int, default=447,
-                        help="number of classes for classifiers (default 447); the localizers always "
-                             "have 4 outputs")
+    parser.add_argument("--classes", type=int, default=447, help="number of classes for classifiers "
+                        "(default 447); the localizers always have 4 outputs")
     args = parser.parse_args(argv)
     if args.list:
         for name in model_names():
@@ -35,8 +32,7 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"# {args.name}, input {args.size}x{args.size}x{args.channels}, {num_outputs} outputs")
-    print(table)
+    print(f"# {args.name}, input {args.size}x{args.size}x{args.channels}, {num_outputs} outputs\n{table}")
     return 0
 
 

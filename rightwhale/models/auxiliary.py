@@ -1,12 +1,7 @@
-"""Auxiliary heads: extra targets predicted from a classifier's GAP features.
-
-The 1st place team also taught its network where the bonnet and blowhead
-are and which callosity pattern type a whale has; extra targets shape the
-shared features. The outputs are concatenated after the class logits, so the
-training loop and `predict` see one array: [logits | extras].
-"""
-from __future__ import annotations
-
+"""Auxiliary heads: extra targets predicted from a classifier's GAP features. The 1st place team
+also taught its network where the bonnet and blowhead are and which callosity pattern type a whale
+has: extra targets shape the shared features. Their outputs follow the class logits in one array,
+[logits | extras], so the training loop and `predict` need nothing new."""
 import flax.linen as nn
 import jax.numpy as jnp
 

@@ -1,10 +1,5 @@
-"""nolearn-style layer tables and parameter counts, computed from shapes alone.
-
-Everything runs under jax.eval_shape: no weights are allocated and nothing
-is compiled, so a 67-layer network at 256 px is summarised in about a second.
-"""
-from __future__ import annotations
-
+"""nolearn-style layer tables and parameter counts, from shapes alone: under jax.eval_shape no
+weights are allocated and nothing is compiled, so a 67-layer network at 256 px takes about a second."""
 import math
 
 import flax.linen as nn
@@ -14,30 +9,24 @@ import jax.numpy as jnp
 
 def _batch_shape(input_shape) -> tuple[int, ...]:
     shape = tuple(int(d) for d in input_shape)
-    if len(shape) == 3:
-        shape = (1,) + shape
+    shape = (1,) + shape if len(shape) == 3 else shape
     if len(shape) != 4 or min(shape) < 1:
         raise ValueError(f"input_shape must be (height, width, channels) or (batch, height, width, "
                          f"channels) with positive sizes, got {tuple(input_shape)}")
     return shape
 
 
-def _resolve(model, num_outputs):
-    """A registered name is built with `num_outputs`; a module must agree with it if given."""
+def _abstract_variables(model: nn.Module | str, input_shape, num_outputs, capture: bool = False):
+    """Variables as shapes, plus the layer names in call order (eval_shape returns dicts sorted by
+    key, so the order is read inside the trace). A registered name is built with `num_outputs`; a
+    module must agree with it if given."""
     if isinstance(model, str):
         from . import get_model
         if num_outputs is None:
             raise ValueError(f"num_outputs is needed to build model {model!r}")
-        return get_model(model, num_outputs)
-    if num_outputs is not None and getattr(model, "num_outputs", num_outputs) != num_outputs:
+        model = get_model(model, num_outputs)
+    elif num_outputs is not None and getattr(model, "num_outputs", num_outputs) != num_outputs:
         raise ValueError(f"model has {model.num_outputs} outputs, not the {num_outputs} asked for")
-    return model
-
-
-def _abstract_variables(model: nn.Module, input_shape, capture: bool):
-    """Variables as shapes, plus the layer names in call order (eval_shape returns dicts
-    sorted by key, so the order is read inside the trace)."""
-    x = jax.ShapeDtypeStruct(_batch_shape(input_shape), jnp.float32)
     order = []
 
     def init(x):
@@ -45,7 +34,7 @@ def _abstract_variables(model: nn.Module, input_shape, capture: bool):
         order.extend(variables.get("intermediates", {}))
         return variables
 
-    return jax.eval_shape(init, x), order
+    return jax.eval_shape(init, jax.ShapeDtypeStruct(_batch_shape(input_shape), jnp.float32)), order
 
 
 def _size(tree) -> int:
@@ -54,14 +43,12 @@ def _size(tree) -> int:
 
 def count_params(model: nn.Module | str, input_shape, num_outputs: int | None = None) -> int:
     """Learnable parameters (weights, biases, BN gamma and beta; not BN mean and variance)."""
-    model = _resolve(model, num_outputs)
-    return _size(_abstract_variables(model, input_shape, capture=False)[0]["params"])
+    return _size(_abstract_variables(model, input_shape, num_outputs)[0]["params"])
 
 
 def layer_rows(model: nn.Module | str, input_shape, num_outputs: int | None = None):
     """[(name, output shape without batch, learnable parameters)], input first, in call order."""
-    model = _resolve(model, num_outputs)
-    variables, order = _abstract_variables(model, input_shape, capture=True)
+    variables, order = _abstract_variables(model, input_shape, num_outputs, capture=True)
     params, outputs = variables["params"], variables["intermediates"]
     return [("in", _batch_shape(input_shape)[1:], 0)] + [
         (name, tuple(outputs[name]["__call__"][0].shape[1:]), _size(params.get(name, {})))
@@ -77,6 +64,5 @@ def layer_table(model: nn.Module | str, input_shape, num_outputs: int | None = N
     widths = [max(len(r[k]) for r in cells + [header]) for k in range(4)]
     line = lambda r: "  ".join(c.rjust(w) if k in (0, 3) else c.ljust(w)
                                for k, (c, w) in enumerate(zip(r, widths))).rstrip()
-    total = sum(n for *_, n in rows)
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, cells),
-                      f"total learnable parameters: {total:,}"])
+                      f"total learnable parameters: {sum(n for *_, n in rows):,}"])
