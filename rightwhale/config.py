@@ -170,8 +170,8 @@ _PRESETS = {
     },
     "classify": {
         "original": ("resnet19", 256, _ORIGINAL_CLASSIFIER, {}),
-        "cpu": ("resnet19", 64, Train(optimizer="adam", learning_rate=1e-3, max_epochs=40,
-                                      patience=15, l2=1e-6, augment=CLASSIFY_AUGMENT), {}),
+        "cpu": ("resnet19", 64, Train(optimizer="adam", learning_rate=1e-3, max_epochs=60,
+                                      patience=20, l2=1e-6, augment=CLASSIFY_AUGMENT), {}),
     },
 }
 
