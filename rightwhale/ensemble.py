@@ -25,9 +25,6 @@ from rightwhale.report import table
 from rightwhale.stacking import Stacker, choose_params, nested_cv_proba
 from rightwhale.submission import read_submission, write_submission
 
-SPLITS = ("train", "valid", "test")
-
-
 def default_runs(runs_root="runs") -> list[Path]:
     return sorted(p for p in Path(runs_root).glob("classify-aligned-*") if (p / "features.npz").is_file())
 
@@ -52,17 +49,10 @@ def stack_features(runs: list[dict], split: str):
     in the first run's order."""
     common = set.intersection(*(set(r[f"{split}_names"].tolist()) for r in runs))
     names = [n for n in runs[0][f"{split}_names"].tolist() if n in common]
-    feats, probs = [], []
-    for r in runs:
-        pos = {n: i for i, n in enumerate(r[f"{split}_names"].tolist())}
-        idx = [pos[n] for n in names]
-        feats.append(r[f"{split}_features"][idx])
-        probs.append(r[f"{split}_probabilities"][idx])
-    labels = None
-    if f"{split}_labels" in runs[0]:
-        pos = {n: i for i, n in enumerate(runs[0][f"{split}_names"].tolist())}
-        labels = runs[0][f"{split}_labels"][[pos[n] for n in names]]
-    return names, np.concatenate(feats, axis=1), np.stack(probs), labels
+    rows = [[{n: i for i, n in enumerate(r[f"{split}_names"].tolist())}[n] for n in names] for r in runs]
+    labels = runs[0][f"{split}_labels"][rows[0]] if f"{split}_labels" in runs[0] else None
+    return (names, np.concatenate([r[f"{split}_features"][i] for r, i in zip(runs, rows)], axis=1),
+            np.stack([r[f"{split}_probabilities"][i] for r, i in zip(runs, rows)]), labels)
 
 
 def _scores(probs, labels) -> dict:
