@@ -1,13 +1,15 @@
 """Stage 0: decode every photo once into a memory-mapped NxN uint8 array (python -m rightwhale.cache).
 
 Decoding 3072x2048 JPEGs for every training sample would dominate. derived_dir/cache-<N>/ holds images.u8 (raw
-N_img x N x N x 3) and index.json (names, original sizes, data fingerprint, failed images). A build fills
+N_img x N x N x 3) and index.json (names, original sizes, data fingerprint, a stamp of the image files' sizes and
+modification times, failed images). A build fills
 images.u8.partial and saves progress.json every few hundred images, so a killed build resumes where it stopped;
 the index is written last, and only then is the cache valid.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import fcntl
 import json
 import multiprocessing
@@ -28,7 +30,7 @@ from rightwhale.data import DataError, Problem, derived_dir, load_survey, report
 from rightwhale.images import BadImage, photo_size, read_image
 from rightwhale.split import fingerprint
 
-FORMAT = 1
+FORMAT = 2
 INDEX, DATA, PARTIAL, PROGRESS = "index.json", "images.u8", "images.u8.partial", "progress.json"
 WORKER_CHUNK = 8          # images per task sent to a decoding process
 SAVE_SECONDS = 10.0       # progress is saved at least this often during a build
@@ -107,9 +109,24 @@ def _read_index(folder: Path) -> dict | None:
         raise DataError(f"{folder / INDEX}: malformed cache index ({e}); delete {folder} and rebuild") from e
 
 
-def _is_current(meta: dict | None, names: list[str], data_fingerprint: str) -> bool:
-    return (meta is not None and meta["fingerprint"] == data_fingerprint
-            and set(meta["names"]) | set(meta["failed"]) == set(names))
+def files_stamp(survey, names: list[str]) -> str:
+    """sha256 of each image's size and modification time: a photo replaced under the same name makes the
+    cache stale even when train.csv is unchanged."""
+    digest = hashlib.sha256()
+    for name in names:
+        try:
+            st = survey.image_path(name).stat()
+            digest.update(f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{name}\tmissing\n".encode())
+    return digest.hexdigest()
+
+
+def _is_current(meta: dict | None, survey) -> bool:
+    names = list(dict.fromkeys([*survey.train, *survey.test]))
+    return (meta is not None and meta["fingerprint"] == fingerprint(survey)
+            and set(meta["names"]) | set(meta["failed"]) == set(names)
+            and meta.get("files") == files_stamp(survey, names))
 
 
 def open_cache(data_dir, size: int, survey=None) -> ImageCache:
@@ -119,9 +136,9 @@ def open_cache(data_dir, size: int, survey=None) -> ImageCache:
     command = f"python -m rightwhale.cache --data-dir {data_dir} --size {size}"
     if meta is None:
         raise DataError(f"{folder}: no image cache of size {size} for {data_dir}; build it with: {command}")
-    if survey is not None and not _is_current(meta, [*survey.train, *survey.test], fingerprint(survey)):
-        raise DataError(f"{folder}: the image cache was built for different data than {survey.root}; "
-                        f"rebuild it with: {command}")
+    if survey is not None and not _is_current(meta, survey):
+        raise DataError(f"{folder}: the image cache was built for different data (or image files) than "
+                        f"{survey.root}; rebuild it with: {command}")
     shape = (len(meta["names"]), size, size, 3)
     if (folder / DATA).stat().st_size != int(np.prod(shape)):
         raise DataError(f"{folder / DATA}: wrong size for {shape[0]} images of {size}x{size}; delete {folder} "
@@ -202,12 +219,13 @@ def build_cache(data_dir, size: int, workers: int | None = None, progress: bool 
         raise ValueError(f"cache size must be positive, got {size}")
     survey = load_survey(data_dir)
     names = list(dict.fromkeys([*survey.train, *survey.test]))
-    plan = {"format": FORMAT, "size": size, "fingerprint": fingerprint(survey), "names": names}
+    plan = {"format": FORMAT, "size": size, "fingerprint": fingerprint(survey), "names": names,
+            "files": files_stamp(survey, names)}
     folder = cache_dir(data_dir, size)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)      # one builder per cache; others wait, then reuse
-        if _is_current(_read_index(folder), names, plan["fingerprint"]):
+        if _is_current(_read_index(folder), survey):
             return open_cache(data_dir, size)
         resumed = _resume_sizes(folder, plan)   # images that failed before are tried again
         if resumed is None:

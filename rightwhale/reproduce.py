@@ -100,6 +100,7 @@ def _ensemble_rows(runs: list[Path], out: Path, label: str) -> list[dict]:
 
 def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: str | None,
               real_epochs: int, out: Path, fresh: bool) -> Path:
+    commit = _commit()     # the code that runs; later commits during a long run do not count
     if fresh:
         for folder in [*(runs_root / step[2] for step in STEPS), runs_root / "ensemble", runs_root / ANNOTATED,
                        *runs_root.glob("real-heads-*")]:
@@ -132,7 +133,7 @@ def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: st
         k = json.load(f)["classes"]
     parts = [
         "# Reproduction", "",
-        f"Made by `{command.strip()}` at commit {_commit()} on "
+        f"Made by `{command.strip()}` at commit {commit}, finished "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; preset `{preset}`; data: "
         f"{data_dir or 'the embedded synthetic survey (data/synthetic-survey)'}; run folders in `{runs_root}/`.", "",
         f"Validation split of the stored split; {k} whales, chance log loss ln {k} = {math.log(k):.3f}. "

@@ -107,6 +107,17 @@ def test_stale_cache_is_refused_then_rebuilt(survey_dir):
     assert "w_20.jpg" in build_cache(survey_dir, N, workers=1, progress=False).names
 
 
+def test_photo_replaced_under_the_same_name_makes_the_cache_stale(survey_dir):
+    before = np.array(build_cache(survey_dir, N, workers=1, progress=False).images)
+    write_jpeg(survey_dir / "imgs" / "w_3.jpg", seed=7)       # same name, same train.csv, other pixels
+    with pytest.raises(DataError, match="built for different data"):
+        open_cache(survey_dir, N, load_survey(survey_dir))
+    after = build_cache(survey_dir, N, workers=1, progress=False)
+    i = after.index("w_3.jpg")
+    np.testing.assert_array_equal(after.images[i], read_image(survey_dir / "imgs" / "w_3.jpg", N))
+    assert not np.array_equal(after.images[i], before[i])
+
+
 def test_point_and_box_mapping(survey_dir):
     cache = build_cache(survey_dir, N, workers=1, progress=False)
     assert cache.scale("w_1.jpg") == (N / 40, N / 30)
