@@ -9,6 +9,7 @@ COMMANDS = {
     "evaluate": ("rightwhale.evaluate", "score a classifier run on a labelled folder"),
     "reproduce": ("rightwhale.reproduce", "every stage on the embedded survey, then REPRODUCTION.md"),
     "synth": ("rightwhale.synth", "generate a synthetic aerial survey"),
+    "split": ("rightwhale.split", "make or check the one stored train/validation split"),
     "cache": ("rightwhale.cache", "decode and resize every photo once"),
     "crop": ("rightwhale.crop", "head crops of a data directory"),
 }

@@ -54,7 +54,7 @@ class Survey:
     """Everything usable in one data directory; image names are keys into imgs/."""
     root: Path
     train: dict[str, str]                  # image -> whale id, train.csv order
-    test: list[str]                        # sample_submission.csv order
+    test: list[str]                        # sample_submission.csv order, usable images only
     classes: list[str]                     # the submission's column order
     bonnet: dict[str, np.ndarray] = field(default_factory=dict)    # image -> [x, y]
     blowhead: dict[str, np.ndarray] = field(default_factory=dict)  # image -> [x, y]
@@ -62,6 +62,8 @@ class Survey:
     test_labels: dict[str, str] = field(default_factory=dict)     # evaluation only
     pattern_types: dict[str, int] = field(default_factory=dict)   # whale -> type
     problems: list[Problem] = field(default_factory=list)
+    # every row a submission must have (sample_submission.csv order), also images that are missing or unreadable
+    submission_rows: list[str] = field(default_factory=list)
 
     def image_path(self, name: str) -> Path:
         return self.root / "imgs" / name
@@ -203,8 +205,8 @@ def _read_labels(path: Path, present: set[str], problems) -> dict[str, str]:
     return labels
 
 
-def _read_submission(path: Path, present: set[str], problems) -> tuple[list[str], list[str]]:
-    """Class columns and test image names of sample_submission.csv."""
+def _read_submission(path: Path, present: set[str], problems) -> tuple[list[str], list[str], list[str]]:
+    """Class columns, usable test image names, and every row a submission needs, of sample_submission.csv."""
     header, rows = _read_csv(path, None, problems)
     if len(header) < 2 or header[0] != "Image":
         raise DataError(f"{path}:1: header must be 'Image' followed by one column per whale")
@@ -212,15 +214,17 @@ def _read_submission(path: Path, present: set[str], problems) -> tuple[list[str]
     if len(set(classes)) != len(classes):
         repeated = sorted({c for c in classes if classes.count(c) > 1})
         raise DataError(f"{path}:1: whale columns repeated: {', '.join(repeated)}")
-    first_line = {}
+    first_line, rows_needed = {}, {}
     for line, (name, *_) in rows:
         problem = ((f"{name} repeats line {first_line[name]}; kept the first", "duplicate row")
-                   if name in first_line else _name_problem(name, present))
+                   if name in rows_needed else _name_problem(name, present))
         if problem:
             problems.append(Problem(str(path), line, *problem))
         else:
             first_line[name] = line
-    return classes, list(first_line)
+        if name not in rows_needed and (not problem or problem[1] == "missing image"):
+            rows_needed[name] = line
+    return classes, list(first_line), list(rows_needed)
 
 
 def read_sloth(path: Path, cls: str, keys, present: set[str], problems) -> dict:
@@ -343,9 +347,9 @@ def load_survey(data_dir, check_images: bool = False) -> Survey:
         raise DataError(f"{root}: {missing}; {WHERE_TO_GET_DATA}")
     present = set(os.listdir(root / "imgs"))
     problems: list[Problem] = []
-    classes, test = None, []
+    classes, test, submission_rows = None, [], []
     if (root / "sample_submission.csv").is_file():
-        classes, test = _read_submission(root / "sample_submission.csv", present, problems)
+        classes, test, submission_rows = _read_submission(root / "sample_submission.csv", present, problems)
     train = _read_labels(root / "train.csv", present, problems)
     known = set(classes or train.values())
     for name, whale in list(train.items()):
@@ -353,7 +357,8 @@ def load_survey(data_dir, check_images: bool = False) -> Survey:
             problems.append(Problem(str(root / "train.csv"), None, f"{name}: whale {whale} is "
                                     "not a column of sample_submission.csv", "unknown whale"))
             del train[name]
-    survey = Survey(root=root, train=train, test=test, classes=classes or sorted(known), problems=problems)
+    survey = Survey(root=root, train=train, test=test, classes=classes or sorted(known), problems=problems,
+                    submission_rows=submission_rows)
     _attach_annotations(survey, present, check_images)
     _attach_extras(survey, present)
     if not train:

@@ -26,7 +26,18 @@ from rightwhale.stacking import Stacker, choose_params, nested_cv_proba
 from rightwhale.submission import read_submission, write_submission
 
 def default_runs(runs_root="runs") -> list[Path]:
-    return sorted(p for p in Path(runs_root).glob("classify-aligned-*") if (p / "features.npz").is_file())
+    """Every finished RUNS/classify-aligned-*, else those of the reproduction (RUNS/reproduce)."""
+    for root in (Path(runs_root), Path(runs_root) / "reproduce"):
+        found = sorted(p for p in root.glob("classify-aligned-*") if (p / "features.npz").is_file())
+        if found:
+            return found
+    return []
+
+
+def resolve_runs(runs, runs_root="runs") -> list[Path]:
+    """Run folders given as paths, or as names of folders under RUNS."""
+    return [Path(r) if Path(r).exists() or not (Path(runs_root) / r).exists() else Path(runs_root) / r
+            for r in runs]
 
 
 def load_features(run_dir) -> dict:
@@ -138,15 +149,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python ensemble.py", description=__doc__.split("\n")[0],
                                 epilog="example: python ensemble.py --runs runs/classify-aligned-resnet19 "
                                        "runs/classify-aligned-cropped_dec21_3")
-    p.add_argument("--runs", nargs="*", help="classify run folders (default: every runs/classify-aligned-*)")
-    p.add_argument("--runs-root", default="runs", help="where the default runs are looked for")
+    p.add_argument("--runs", nargs="*", help="classify run folders, or their names under --runs-root "
+                                             "(default: every RUNS/classify-aligned-*, else RUNS/reproduce's)")
+    p.add_argument("--runs-root", default="runs", help="where run names and the default runs are looked for")
     p.add_argument("--out", default="runs/ensemble", help="output folder (default runs/ensemble)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for C and the held-out loss")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     p.add_argument("--gzip", action="store_true", help="write submission.csv.gz")
     args = p.parse_args(argv)
     try:
-        results = run_ensemble(args.runs or default_runs(args.runs_root), args.out, args.folds, args.seed, args.gzip)
+        results = run_ensemble(resolve_runs(args.runs, args.runs_root) if args.runs else default_runs(args.runs_root), args.out, args.folds, args.seed, args.gzip)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from rightwhale.cache import build_cache
 from rightwhale.checkpoint import load_variables
 from rightwhale.data import DataError, load_survey, report_problems
 from rightwhale.report import table
-from rightwhale.ensemble import load_features
+from rightwhale.ensemble import load_features, source_survey
 from rightwhale.stages.classify import build_classifier, softmax
 from rightwhale.stages.workspace import Rows
 from rightwhale.training import predict
@@ -41,21 +41,28 @@ def load_classifier(run_dir):
     return model, load_variables(run_dir / "best.msgpack"), cfg, classes, set(features["train_names"].tolist())
 
 
+def _survey_of(data_dir) -> Path:
+    """A crop folder's source survey (its source.json), else the folder itself."""
+    source = Path(data_dir) / "source.json"
+    return Path(json.loads(source.read_text())["survey"]) if source.is_file() else Path(data_dir)
+
+
 def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 16, progress=True) -> dict:
     """Scores of a classifier run on the labelled images of `data_dir`.
 
-    When `data_dir` is the run's own data, its training images are left out
-    (their scores say nothing about new photos) and counted in the result.
+    When `data_dir` comes from the run's own survey (the survey itself or
+    crops cut from it), its training images are left out (their scores say
+    nothing about new photos) and counted in the result.
     """
     model, variables, cfg, classes, trained_on = load_classifier(run_dir)
     survey = load_survey(data_dir)
     report_problems(survey.problems)
     labelled = {**survey.train, **survey.test_labels}
-    own_data = Path(cfg["data_dir"]).resolve() == Path(data_dir).resolve()
-    seen_in_training = [n for n in labelled if own_data and n in trained_on]
+    same_survey = source_survey(run_dir).resolve() == _survey_of(data_dir).resolve()
+    seen_in_training = [n for n in labelled if same_survey and n in trained_on]
     index = {c: i for i, c in enumerate(classes)}
     unseen = [n for n, whale in labelled.items() if whale not in index]
-    names = [n for n in labelled if (n in index or not ignore_unseen) and n not in seen_in_training]
+    names = [n for n in labelled if (labelled[n] in index or not ignore_unseen) and n not in seen_in_training]
     cache = build_cache(data_dir, cfg["image_size"], progress=progress)
     names = [n for n in names if n in cache.names]
     if not names:
@@ -75,7 +82,7 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
     loss = metrics.log_loss(probs, labels)
     return {"images": len(names), "whales": len(per_class), "unseen-whale images": len(unseen),
             "training images of the run left out": len(seen_in_training),
-            "unseen images dropped": len(unseen) if ignore_unseen else 0,
+            "unseen images dropped": len([n for n in unseen if n not in seen_in_training]) if ignore_unseen else 0,
             "log loss": loss, "log loss / ln K": loss / math.log(len(classes)),
             "top-1 accuracy": float(hits.mean()),
             "top-5 accuracy": metrics.top_k_accuracy(probs, labels, min(5, len(classes))),

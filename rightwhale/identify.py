@@ -24,7 +24,7 @@ from rightwhale.cache import rescale_points
 from rightwhale.checkpoint import load_variables
 from rightwhale.config import Tta
 from rightwhale.data import DataError, load_survey
-from rightwhale.ensemble import default_runs
+from rightwhale.ensemble import default_runs, resolve_runs
 from rightwhale.evaluate import load_classifier
 from rightwhale.images import BadImage, read_image
 from rightwhale.models import get_model
@@ -130,7 +130,8 @@ def confidence_note(result: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rightwhale identify", description=__doc__.split("\n")[0])
     p.add_argument("photos", nargs="+", help="aerial photos (JPEG or PNG)")
-    p.add_argument("--runs-root", default="runs", help="folder of the trained runs (default ./runs)")
+    p.add_argument("--runs-root", help="folder of the trained runs (default ./runs, else ./runs/reproduce "
+                                       "when only the reproduction has trained)")
     p.add_argument("--align", help="aligner run folder (default RUNS/align)")
     p.add_argument("--runs", nargs="*", help="classifier run folders (default: the ensemble's, else every "
                                              "RUNS/classify-aligned-*)")
@@ -138,10 +139,12 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=5, help="candidates to list (default 5)")
     p.add_argument("--out", default="identified", help="where crops and contact sheets go (default ./identified)")
     args = p.parse_args(argv)
-    root = Path(args.runs_root)
+    root = Path(args.runs_root or "runs")
+    if args.runs_root is None and not (root / "align").is_dir() and (root / "reproduce" / "align").is_dir():
+        root = root / "reproduce"
     ensemble = Path(args.ensemble or root / "ensemble")
     stacked = ensemble / "stacker.json"
-    runs = args.runs or (json.loads(stacked.read_text())["runs"] if stacked.is_file() else default_runs(root))
+    runs = resolve_runs(args.runs, root) if args.runs else (json.loads(stacked.read_text())["runs"] if stacked.is_file() else default_runs(root))
     try:
         pipe = Pipeline(args.align or root / "align", runs, ensemble)
     except DataError as e:
@@ -172,3 +175,7 @@ def main(argv=None) -> int:
     atomic.write_json(out / "identified.json", results)
     print(f"\n{len(results)} of {len(args.photos)} photo(s) identified; all results in {out / 'identified.json'}")
     return 0 if results else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -164,3 +164,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     reproduce(Path(args.runs), args.data_dir, args.preset, args.real_heads, args.real_epochs, Path(args.out), args.fresh)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,8 +4,10 @@ The original lost weeks to aligner and classifier validation sets that overlappe
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 
 from rightwhale import config
 from rightwhale.atomic import write_json
-from rightwhale.data import DataError, Survey, derived_dir
+from rightwhale.data import DataError, Survey, derived_dir, load_survey, resolve_data_dir
 
 
 class SplitMismatch(DataError):
@@ -74,8 +76,8 @@ def load_split(survey: Survey) -> Split:
     """The stored split, checked against the survey's training rows."""
     path = split_path(survey)
     if not path.is_file():
-        raise DataError(f"{path}: no stored split for {survey.root}; ensure_split makes one (every training "
-                        "stage calls it)")
+        raise DataError(f"{path}: no stored split for {survey.root}; make it with: python -m rightwhale.split "
+                        f"--data-dir {survey.root} (every training stage also makes it on first use)")
     try:
         split = Split(**json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
@@ -99,3 +101,26 @@ def ensure_split(survey: Survey, cfg: config.Split) -> Split:
             "one split: ask for the stored settings, or delete the file to make a new split (earlier models' "
             "validation scores then no longer apply)")
     return split
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rightwhale.split",
+                                description="make (or check) the stored split of a data directory and summarize it")
+    p.add_argument("--data-dir", help="data directory (default: the embedded synthetic survey)")
+    p.add_argument("--valid-fraction", type=float, default=config.Split.valid_fraction)
+    p.add_argument("--seed", type=int, default=config.Split.seed)
+    args = p.parse_args(argv)
+    try:
+        survey = load_survey(resolve_data_dir(args.data_dir))
+        split = ensure_split(survey, config.Split(args.valid_fraction, args.seed))
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    whales = {survey.train[n] for n in split.valid}
+    print(f"{split_path(survey)}: {len(split.train)} training and {len(split.valid)} validation images; "
+          f"{len(whales)} of {len(set(survey.train.values()))} whales have validation images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -242,6 +242,8 @@ def test_submission_test_labels_and_pattern_types(tmp_path):
     (tmp_path / "whale_types.csv").write_text("whaleID,pattern_type\nwhale_a,2\nwhale_b,x\n")
     s = load_survey(tmp_path)
     assert "w_4.jpg" not in s.train and s.test == ["w_9.jpg", "w_8.jpg"]
+    # a submission still needs a row for the missing photo (filled with the prior by the classifier)
+    assert s.submission_rows == ["w_9.jpg", "w_8.jpg", "w_missing.jpg"]
     assert s.test_labels == {"w_9.jpg": "whale_b"} and s.label("w_9.jpg") == 1
     assert s.pattern_types == {"whale_a": 2}
     kinds = sorted(p.kind for p in s.problems)

@@ -1,5 +1,6 @@
 """The pipeline end to end on a tiny generated survey: every stage, the ensemble, identify."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -148,6 +149,23 @@ def test_classify_with_auxiliary_heads_then_evaluate(pipeline):
     # its own data: the training images are left out, the validation and labelled test crops scored
     assert scores["training images of the run left out"] == len(split.train)
     assert scores["images"] == len(split.valid) + len(load_survey(survey).test_labels)
+    # crops cut from the same survey by another stage: still its training images are left out
+    boxes = evaluate(folder, runs / "localize" / "crops", progress=False)
+    assert boxes["training images of the run left out"] == len(split.train)
+    # a folder with whales the run never saw: scored as misses, or left out when asked
+    other = runs / "unseen-crops"
+    shutil.copytree(runs / "align" / "crops", other)
+    (other / "source.json").unlink()                              # a data set of its own
+    rows = (other / "train.csv").read_text().splitlines()
+    (other / "train.csv").write_text("\n".join([rows[0], *(r.split(",")[0] + ",whale_new" for r in rows[1:4]),
+                                                *rows[4:]]) + "\n")
+    for extra in ("test_labels.csv", "sample_submission.csv"):      # labels only from train.csv
+        (other / extra).unlink()
+    kept = evaluate(folder, other, progress=False)
+    dropped = evaluate(folder, other, ignore_unseen=True, progress=False)
+    assert kept["unseen-whale images"] == dropped["unseen images dropped"] == 3
+    assert dropped["images"] == kept["images"] - 3 == len(rows) - 1 - 3
+    assert dropped["log loss"] < kept["log loss"]
 
 
 def test_align_and_classify_a_survey_without_test_photos(make_survey, tmp_path):

@@ -143,8 +143,9 @@ def train_classifier(ws: Workspace, cache):
     results = score(rows_for("valid", ws.split.valid), labelled.labels_array(ws.split.valid), prior)
     results["validation images without input (scored with the prior)"] = len(ws.split.valid) - len(names["valid"])
     write_submission(ws.path("valid_probabilities.csv"), names["valid"], labelled.classes, probs["valid"])
-    if labelled.test:
-        write_submission(ws.path("submission.csv"), labelled.test, labelled.classes, rows_for("test", labelled.test))
+    if labelled.submission_rows:   # every row of sample_submission.csv; a test photo without input gets the prior
+        write_submission(ws.path("submission.csv"), labelled.submission_rows, labelled.classes,
+                         rows_for("test", labelled.submission_rows))
     ws.write_npz("features.npz", classes=np.array(labelled.classes),
                  **{f"{s}_names": np.array(n, dtype=str) for s, n in names.items()},
                  **{f"{s}_features": outputs[s][1] for s in names},

@@ -38,8 +38,12 @@ def write_crops(ws, kind: str, points: dict | None = None, boxes: dict | None = 
                                   progress=ws.progress)
     source = json.loads((partial / "source.json").read_text())
     atomic.write_json(partial / "source.json", source | {"stage": ws.cfg.stage, "run": str(ws.run_dir.resolve())})
-    shutil.rmtree(out, ignore_errors=True)
+    old = ws.path("crops.old")       # swap in the new folder; the old one goes only once the new one is there
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
     partial.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     known = set(ws.survey.problems)    # reported when the survey was opened
     report_problems([p for p in made["problems"] if p not in known])
     return {"count": len(made["cropped"]), "fallback": made["fallback"]}
