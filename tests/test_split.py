@@ -7,7 +7,8 @@ import pytest
 
 from rightwhale import config
 from rightwhale.data import DataError, Survey
-from rightwhale.split import SplitMismatch, ensure_split, fingerprint, load_split, make_split
+from rightwhale.split import SplitMismatch, ensure_split, fingerprint, load_split, main, make_split
+from test_data import LABELS, no_project_annotations, write_survey  # noqa: F401
 
 
 def survey_labels(n_whales=60, seed=0):
@@ -78,9 +79,20 @@ def test_stored_split_is_reused_and_guarded(tmp_path):
 
 def test_missing_or_broken_split_file(tmp_path):
     survey = Survey(root=tmp_path, train=survey_labels(), test=[], classes=[])
-    with pytest.raises(DataError, match="no stored split"):
+    with pytest.raises(DataError, match="no stored split.*python -m rightwhale.split --data-dir"):
         load_split(survey)
     (tmp_path / ".rightwhale").mkdir()
     (tmp_path / ".rightwhale" / "split.json").write_text("{not json")
     with pytest.raises(DataError, match="malformed split file.*delete it"):
         ensure_split(survey, config.Split())
+
+
+def test_split_command_makes_then_checks_the_stored_split(tmp_path, capsys):
+    root = write_survey(tmp_path / "survey", LABELS)
+    assert main(["--data-dir", str(root)]) == 0
+    made = capsys.readouterr().out
+    assert "split.json:" in made and "training and" in made
+    assert main(["--data-dir", str(root)]) == 0 and capsys.readouterr().out == made     # reused, not remade
+    assert main(["--data-dir", str(root), "--seed", "7"]) == 2
+    assert "seed 42" in capsys.readouterr().err
+    assert main(["--data-dir", str(tmp_path / "nowhere")]) == 2
