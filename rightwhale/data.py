@@ -377,6 +377,13 @@ def derived_dir(data_dir) -> Path:
     return home / "derived" / f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
 
 
+def source_of(data_dir) -> Path:
+    """The survey a data directory's images come from: the one a crop folder names in its source.json,
+    else the directory itself."""
+    source = Path(data_dir) / "source.json"
+    return Path(json.loads(source.read_text())["survey"]).resolve() if source.is_file() else Path(data_dir).resolve()
+
+
 def resolve_data_dir(arg: str | None) -> Path:
     """A --data-dir argument; None means the embedded survey ($RIGHTWHALE_DATA), generated on first use."""
     if arg is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rightwhale import atomic, metrics
-from rightwhale.data import DataError
+from rightwhale.data import DataError, source_of
 from rightwhale.report import table
 from rightwhale.stacking import Stacker, choose_params, nested_cv_proba
 from rightwhale.submission import read_submission, write_submission
@@ -50,9 +50,7 @@ def load_features(run_dir) -> dict:
 
 def source_survey(run_dir) -> Path:
     """The survey a run's images come from (through the crop folder's source.json)."""
-    data_dir = Path(json.loads((Path(run_dir) / "config.json").read_text())["data_dir"])
-    source = data_dir / "source.json"
-    return Path(json.loads(source.read_text())["survey"]) if source.is_file() else data_dir
+    return source_of(json.loads((Path(run_dir) / "config.json").read_text())["data_dir"])
 
 
 def stack_features(runs: list[dict], split: str):

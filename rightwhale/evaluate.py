@@ -19,7 +19,7 @@ import numpy as np
 from rightwhale import metrics
 from rightwhale.cache import build_cache
 from rightwhale.checkpoint import load_variables
-from rightwhale.data import DataError, load_survey, report_problems
+from rightwhale.data import DataError, load_survey, report_problems, source_of
 from rightwhale.report import table
 from rightwhale.ensemble import load_features, source_survey
 from rightwhale.stages.classify import build_classifier, softmax
@@ -41,12 +41,6 @@ def load_classifier(run_dir):
     return model, load_variables(run_dir / "best.msgpack"), cfg, classes, set(features["train_names"].tolist())
 
 
-def _survey_of(data_dir) -> Path:
-    """A crop folder's source survey (its source.json), else the folder itself."""
-    source = Path(data_dir) / "source.json"
-    return Path(json.loads(source.read_text())["survey"]) if source.is_file() else Path(data_dir)
-
-
 def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 16, progress=True) -> dict:
     """Scores of a classifier run on the labelled images of `data_dir`.
 
@@ -58,7 +52,7 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
     survey = load_survey(data_dir)
     report_problems(survey.problems)
     labelled = {**survey.train, **survey.test_labels}
-    same_survey = source_survey(run_dir).resolve() == _survey_of(data_dir).resolve()
+    same_survey = source_survey(run_dir) == source_of(data_dir)
     seen_in_training = [n for n in labelled if same_survey and n in trained_on]
     index = {c: i for i, c in enumerate(classes)}
     unseen = [n for n, whale in labelled.items() if whale not in index]

@@ -22,8 +22,8 @@ from pathlib import Path
 from rightwhale import atomic
 from rightwhale.config import PRESETS, stage_config
 from rightwhale.crop import crop_data_dir
-from rightwhale.data import resolve_data_dir
-from rightwhale.ensemble import run_ensemble
+from rightwhale.data import resolve_data_dir, source_of
+from rightwhale.ensemble import run_ensemble, source_survey
 from rightwhale.report import table
 from rightwhale.stages import main as train_main
 
@@ -54,13 +54,19 @@ def _commit() -> str:
         return "unknown (not a git checkout)"
 
 
-def _run_step(args: list[str], folder: Path, common: list[str], preset: str) -> tuple[dict, float]:
-    """Train one step unless its folder already has results of this preset; returns (results, minutes)."""
+def _run_step(args: list[str], folder: Path, common: list[str], preset: str, survey: Path) -> tuple[dict, float]:
+    """Train one step unless its folder already has results of this preset, data and epoch count;
+    returns (results, minutes of training)."""
     if (folder / "results.json").is_file():
-        if json.loads((folder / "config.json").read_text())["preset"] != preset:
-            raise SystemExit(f"reproduce: {folder} holds a run of another preset; use another --runs or --fresh")
+        cfg = json.loads((folder / "config.json").read_text())
+        flag = {a: b for a, b in zip(args, args[1:])}
+        epochs = int(flag.get("--epochs", stage_config(flag["--stage"], preset).train.max_epochs))
+        if (cfg["preset"], source_survey(folder), cfg["train"]["max_epochs"]) != (preset, survey.resolve(), epochs):
+            raise SystemExit(f"reproduce: {folder} holds a run of another preset, data or epoch count; "
+                             "use another --runs or --fresh")
         print(f"reusing {folder}")
-        return json.loads((folder / "results.json").read_text()), 0.0
+        history = json.loads((folder / "history.json").read_text())
+        return json.loads((folder / "results.json").read_text()), sum(e["seconds"] for e in history) / 60
     resume = ["--continue-training"] if (folder / "last.msgpack").is_file() else []
     started = time.perf_counter()
     status = train_main([*args, *common, "--run-dir", str(folder), *resume])
@@ -106,14 +112,15 @@ def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: st
                        *runs_root.glob("real-heads-*")]:
             shutil.rmtree(folder, ignore_errors=True)
     common = ["--runs", str(runs_root), "--preset", preset, "--no-progress"] + (["--data-dir", data_dir] if data_dir else [])
-    annotated = runs_root / ANNOTATED
-    if not (annotated / "source.json").is_file():
+    survey, annotated = resolve_data_dir(data_dir), runs_root / ANNOTATED
+    if not (annotated / "source.json").is_file() or source_of(annotated) != survey.resolve():
         size = stage_config("align", preset).crop_size
-        crop_data_dir(resolve_data_dir(data_dir), annotated, size, size, progress=False)
+        shutil.rmtree(annotated, ignore_errors=True)
+        crop_data_dir(survey, annotated, size, size, progress=False)
     rows = []
     for name, args, folder, reference in STEPS:
         args = [str(annotated) if a == ANNOTATED else a for a in args]
-        results, minutes = _run_step(args, runs_root / folder, common, preset)
+        results, minutes = _run_step(args, runs_root / folder, common, preset, survey)
         rows.append(_row(name, results, minutes, reference))
     rows += _ensemble_rows([runs_root / f"classify-aligned-{m}" for m in ENSEMBLE_MODELS], runs_root / "ensemble",
                            "ensemble")
@@ -124,7 +131,7 @@ def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: st
             folder = runs_root / f"real-heads-{model}"
             args = ["--stage", "classify", "--crops", real_heads, "--model", model, "--epochs", str(real_epochs)]
             results, minutes = _run_step(args, folder, ["--runs", str(runs_root), "--preset", preset, "--no-progress"],
-                                         preset)
+                                         preset, Path(real_heads))
             real_rows.append(_row(f"real heads + classify ({model})", results, minutes, "-"))
             real_runs.append(folder)
         real_rows += _ensemble_rows(real_runs, runs_root / "real-heads-ensemble", "real heads ensemble")
