@@ -178,3 +178,17 @@ def test_align_and_classify_a_survey_without_test_photos(make_survey, tmp_path):
     assert main(["--stage", "classify", "--image-size", "16", *args]) == 0
     assert not (tmp_path / "classify-aligned-resnet19" / "submission.csv").exists()
     assert json.loads((tmp_path / "classify-aligned-resnet19" / "results.json").read_text())["validation images"] > 0
+
+
+@pytest.mark.parametrize("stage, files, needs", [
+    ("align", ["points1.json", "points2.json"], "bonnet and blowhead points"),
+    ("localize", ["points1.json", "points2.json", "head_boxes.json"], "head boxes"),
+])
+def test_stage_without_annotations_fails_at_once(make_survey, tmp_path, capsys, stage, files, needs):
+    survey = make_survey()
+    for name in files:
+        (survey / name).unlink()
+    assert main(["--stage", stage, "--data-dir", str(survey), "--runs", str(tmp_path), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert needs in err and "annotations/README.md" in err
+    assert not list(survey.glob(".rightwhale/cache-*"))     # failed before decoding any photo

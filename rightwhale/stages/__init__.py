@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from rightwhale.config import PRESETS, STAGES, stage_config
-from rightwhale.data import DataError, resolve_data_dir
+from rightwhale.data import DataError, report_problems, resolve_data_dir
 
 EPILOG = """examples:
   python train.py --stage align                      # aligner on the embedded survey, CPU preset
@@ -96,6 +96,7 @@ def run_stage(args) -> dict:
     print(f"\n{args.stage} results ({run_dir / 'report.md'}):")
     for key, value in results.items():
         print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+    report_problems(ws.survey.problems, limit=3)     # again at the end, where a user looks
     return results
 
 

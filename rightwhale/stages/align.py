@@ -68,14 +68,13 @@ def predict_with_tta(model, variables, images, tta, batch_size: int, chunk: int 
 
 def run(ws: Workspace) -> dict:
     cfg, survey = ws.cfg, ws.survey
-    cache = ws.cache()
+    crops.require_annotations(ws, lambda n: survey.points(n) is not None,
+                              "the aligner needs bonnet and blowhead points (points1.json, points2.json)")
+    cache = ws.cache()                      # only once the annotations are known to be there
     size = cfg.image_size
     present = {s: ws.present(cache, names) for s, names in
                (("train", ws.split.train), ("valid", ws.split.valid), ("test", survey.test))}
     annotated = {s: [n for n in present[s] if survey.points(n) is not None] for s in ("train", "valid")}
-    if not annotated["train"] or not annotated["valid"]:
-        raise crops.MissingInput(f"{survey.root}: the aligner needs bonnet and blowhead points "
-                                 "(points1.json, points2.json) for training and validation photos")
     truth = {s: cache.to_cache(n, np.stack([survey.points(x) for x in n])) for s, n in annotated.items()}
     model = get_model(cfg.model, 4, **cfg.model_kwargs)
     task = regression_task(metrics=functools.partial(point_error_metric, size=size),

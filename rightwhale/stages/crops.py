@@ -21,6 +21,16 @@ class MissingInput(DataError):
     """A stage's prerequisite is missing; the message names the command that makes it."""
 
 
+def require_annotations(ws, has, need: str) -> None:
+    """Fail before any work unless training and validation photos carry the annotations a stage learns."""
+    for part in ("train", "valid"):
+        if not any(has(n) for n in getattr(ws.split, part)):
+            raise MissingInput(f"{ws.survey.root}: {need} for {part} photos, and none has them; put the "
+                               "annotation files in the data directory or in annotations/ (see "
+                               "annotations/README.md), or generate a survey that has them: "
+                               "python -m rightwhale.synth --out DIR")
+
+
 def write_crops(ws, kind: str, points: dict | None = None, boxes: dict | None = None) -> dict:
     """Write run/crops from photo-pixel points (kind "head") or boxes (kind "box")."""
     out, partial = ws.path("crops"), ws.path("crops.partial")

@@ -51,15 +51,14 @@ def head_boxes(survey) -> dict:
 
 def run(ws: Workspace) -> dict:
     cfg, survey = ws.cfg, ws.survey
+    truth_photo = head_boxes(survey)
+    crops.require_annotations(ws, truth_photo.__contains__, "the box localizer needs head boxes "
+                              "(head_boxes.json) or bonnet/blowhead points")
     cache = ws.cache()
     size = cfg.image_size
-    truth_photo = head_boxes(survey)
     present = {s: ws.present(cache, names) for s, names in
                (("train", ws.split.train), ("valid", ws.split.valid), ("test", survey.test))}
     names = {s: [n for n in present[s] if n in truth_photo] for s in ("train", "valid")}
-    if not names["train"] or not names["valid"]:
-        raise crops.MissingInput(f"{survey.root}: the box localizer needs head boxes (head_boxes.json) "
-                                 "or bonnet/blowhead points for training and validation photos")
     truth = {s: cache.boxes_to_cache(n, np.stack([truth_photo[x] for x in n])) for s, n in names.items()}
     model = get_model(cfg.model, 4, **cfg.model_kwargs)
     task = regression_task(metrics=iou_metric, headline="IoU",
