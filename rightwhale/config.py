@@ -95,6 +95,9 @@ class StageConfig:
     model_kwargs: dict = field(default_factory=dict)
     tta: Tta = field(default_factory=Tta)
     crop_size: int = 256               # head crops written by localize / align
+    # align: predicted pairs shorter than this fraction of the training photos' median head length are
+    # stretched to it before cropping (crop.lengthen); None crops them as predicted, as the original did
+    min_head_length: float | None = None
     aux_targets: bool = False          # classify: also predict pattern type and crop points
 
     def to_dict(self) -> dict:
@@ -166,7 +169,7 @@ _PRESETS = {
         "original": ("localize_pts_dec31", 256, _ORIGINAL_LOCALIZER, {"tta": ORIGINAL_TTA}),
         "cpu": ("localize_pts_dec31", 128, Train(optimizer="adam", learning_rate=1e-3, final_learning_rate=1e-4,
                                                  max_epochs=100, patience=30, l2=1e-7, augment=ALIGN_AUGMENT),
-                {"tta": CPU_TTA, "crop_size": 64}),
+                {"tta": CPU_TTA, "crop_size": 64, "min_head_length": 1.0}),
     },
     "classify": {
         "original": ("resnet19", 256, _ORIGINAL_CLASSIFIER, {}),

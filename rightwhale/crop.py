@@ -129,6 +129,18 @@ def head_crop(photo: np.ndarray, p1, p2, out_w: int, out_h: int, predicted: bool
     return _warp_photo(photo, mat, out_w, out_h), np.asarray(mat), whole
 
 
+def lengthen(points, min_length: float) -> np.ndarray:
+    """A predicted (bonnet, blowhead) pair stretched about its crop centre (0.4 bonnet + 0.6 blowhead) to at
+    least `min_length` apart. An aligner unsure of the heading pulls both points towards the middle of the head
+    (the mean of its guesses); the tiny window they span would then miss the head, or fall back to the whole
+    photo. Centre and direction are kept; coinciding points (no direction) are left alone."""
+    p = np.asarray(points, np.float64)
+    centre, d = 0.4 * p[0] + 0.6 * p[1], float(np.linalg.norm(p[0] - p[1]))
+    if not np.isfinite(d) or d >= min_length or d < 1e-6:
+        return p
+    return centre + (p - centre) * (min_length / d)
+
+
 def _encode(image: np.ndarray, name: str) -> bytes:
     buf = io.BytesIO()
     fmt = "PNG" if name.lower().endswith(".png") else "JPEG"

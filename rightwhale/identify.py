@@ -46,6 +46,10 @@ class Pipeline:
         self.align_cfg = json.loads((align_run / "config.json").read_text())
         self.aligner = get_model(self.align_cfg["model"], 4, **self.align_cfg["model_kwargs"])
         self.aligner_variables = load_variables(align_run / "best.msgpack")
+        results = json.loads((align_run / "results.json").read_text()) if (align_run / "results.json").is_file() else {}
+        head = results.get("median head length / photo width, training photos")
+        floor = self.align_cfg.get("min_head_length")
+        self.min_head_length = floor * head if floor and head else None     # fraction of the photo width, as align
         self.crops_dir = align_run / "crops"
         if not classify_runs:
             raise DataError("no classifier runs: train one with `python train.py --stage classify`")
@@ -95,15 +99,17 @@ class Pipeline:
 def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: str) -> dict:
     photo = read_image(path)
     (bonnet, blowhead), spread = pipe.align(path, photo)
+    head_length = float(np.linalg.norm(bonnet - blowhead))
+    cut = (bonnet, blowhead) if not pipe.min_head_length else \
+        crop.lengthen((bonnet, blowhead), pipe.min_head_length * photo.shape[1])   # as the align stage cut crops
     size = pipe.align_cfg["crop_size"]
-    made = crop.head_crop(photo, bonnet, blowhead, size, size, predicted=True)
+    made = crop.head_crop(photo, *cut, size, size, predicted=True)
     if isinstance(made, str):
         raise BadImage(f"{path}: the aligner's points cannot place a head ({made})")
     head, _, whole = made
     probs = pipe.classify(head)
     order = np.argsort(-probs)[:top]
     candidates = [(pipe.classes[i], float(probs[i])) for i in order]
-    head_length = float(np.linalg.norm(bonnet - blowhead))
     buf = io.BytesIO()
     Image.fromarray(head).save(buf, "PNG")
     atomic.write_bytes(out_dir / f"{stem}_crop.png", buf.getvalue())

@@ -40,6 +40,23 @@ def test_bonnet_lands_right_on_the_centre_line():
     np.testing.assert_allclose(again, crops, atol=1e-6)
 
 
+def test_lengthen_keeps_the_crop_centre_and_heading_of_a_short_pair():
+    bonnet, blowhead = np.array([30.0, 20.0]), np.array([27.0, 24.0])        # 5 px apart
+    p = crop.lengthen((bonnet, blowhead), 40.0)
+    centre = 0.4 * bonnet + 0.6 * blowhead
+    np.testing.assert_allclose(0.4 * p[0] + 0.6 * p[1], centre)
+    np.testing.assert_allclose(np.linalg.norm(p[0] - p[1]), 40.0)
+    np.testing.assert_allclose((p[0] - p[1]) / 40.0, (bonnet - blowhead) / 5.0)       # same heading
+    # the crop it gives: the head window of a 40 px head, bonnet on the right of the centre line
+    photo_hw = np.array([200.0, 300.0])
+    assert bool(crop.crop_falls_back(bonnet, blowhead, photo_hw))                    # as predicted: too small
+    mat = crop.head_crop_matrix(p[0], p[1], photo_hw, 64, 32)
+    np.testing.assert_allclose(transform_points(mat, p), [[31.5 + 19.2, 15.5], [31.5 - 12.8, 15.5]], atol=1e-3)
+    long_pair = np.array([[0.0, 0.0], [50.0, 0.0]])
+    np.testing.assert_array_equal(crop.lengthen(long_pair, 40.0), long_pair)       # long enough: untouched
+    np.testing.assert_array_equal(crop.lengthen((bonnet, bonnet), 40.0), [bonnet, bonnet])   # no heading
+
+
 def original_falls_back(h, w, p1, p2):
     """utils/points_crop.py's test, in plain Python."""
     dist = math.hypot(p1[0] - p2[0], p1[1] - p2[1])

@@ -1,10 +1,12 @@
 """The pipeline end to end on a tiny generated survey: every stage, the ensemble, identify."""
 import json
+import math
 import shutil
 
 import numpy as np
 import pytest
 
+from conftest import TINY as SURVEY
 from rightwhale.__main__ import main as rightwhale_main
 from rightwhale.config import Split
 from rightwhale.data import load_survey
@@ -54,6 +56,12 @@ def test_align_writes_points_and_crops(pipeline):
     predictions = json.loads((runs / "align" / "predictions.json").read_text())
     assert set(predictions) == set(split.valid) | set(data.test)
     assert all(np.isfinite(p["bonnet"]).all() and p["tta_spread_cache_px"] >= 0 for p in predictions.values())
+    # the crops are cut from predicted pairs at least the training photos' median head length apart
+    floor = results["median head length / photo width, training photos"] * SURVEY["width"]
+    cut = {s: {e["filename"]: e["annotations"][0] for e in json.loads((runs / "align" / f).read_text())}
+           for s, f in (("bonnet", "points1.json"), ("blowhead", "points2.json"))}
+    lengths = [math.dist(*[(cut[s][n]["x"], cut[s][n]["y"]) for s in cut]) for n in predictions]
+    assert 0 < floor < min(lengths) + 1e-3 and results["predicted pairs lengthened for cropping"] > 0
 
 
 def test_classify_on_aligned_crops_writes_a_valid_submission(pipeline):

@@ -106,9 +106,10 @@ def run(ws: Workspace) -> dict:
                     f"point error / bonnet-blowhead distance, {label}": float(fraction.mean())}
     results["mean TTA spread (cache px)"] = float(spread.mean())
 
-    made = crops.write_crops(ws, "head", points={n: survey.points(n) for n in annotated["train"]} | predicted)
+    to_crop = _crop_points(ws, cache, annotated["train"], predicted, results)
+    made = crops.write_crops(ws, "head", points={n: survey.points(n) for n in annotated["train"]} | to_crop)
     results |= {"head crops written": made["count"], "crops that fell back to the whole photo": len(made["fallback"])}
-    _figures(ws, cache, valid, truth["valid"], predicted)
+    _figures(ws, cache, valid, truth["valid"], predicted, to_crop)
     ws.write_json("results.json", results)
     write_report(ws.run_dir, f"Aligner: {cfg.model}", results,
                  figures=[("Validation photos: predicted (dots) and true (rings) bonnet/blowhead", "valid_points.png"),
@@ -119,21 +120,35 @@ def run(ws: Workspace) -> dict:
     return results
 
 
-def _figures(ws, cache, valid, true_cache, predicted, count=12):
-    """Predicted vs true points on the cached photos, and the aligned crops they give."""
+def _crop_points(ws, cache, train, predicted, results) -> dict:
+    """The predicted pairs the crops are cut from: with cfg.min_head_length, short ones are lengthened to that
+    fraction of the median head length of the training photos (relative to the photo width)."""
+    width = lambda n: float(cache.sizes[cache.index(n)][0])
+    head = float(np.median([np.linalg.norm(np.subtract(*ws.survey.points(n))) / width(n) for n in train]))
+    results["median head length / photo width, training photos"] = head
+    if ws.cfg.min_head_length is None:
+        return predicted
+    to_crop = {n: crop.lengthen(p, ws.cfg.min_head_length * head * width(n)) for n, p in predicted.items()}
+    results["predicted pairs lengthened for cropping"] = sum(not np.array_equal(to_crop[n], p)
+                                                             for n, p in predicted.items())
+    return to_crop
+
+
+def _figures(ws, cache, valid, true_cache, predicted, to_crop, count=12):
+    """Predicted vs true points on the cached photos, and the aligned crops cut from them."""
     shown = valid[:count]
     plots.image_grid([cache.images[cache.index(n)] for n in shown], ws.path("valid_points.png"), titles=shown,
                      points=cache.to_cache(shown, np.stack([predicted[n] for n in shown])), true_points=true_cache[:count])
     size = ws.cfg.crop_size
     heads, pred_in, true_in, titles = [], [], [], []
     for n in shown:
-        made = crop.head_crop(read_image(ws.survey.image_path(n)), *predicted[n], size, size, predicted=True)
+        made = crop.head_crop(read_image(ws.survey.image_path(n)), *to_crop[n], size, size, predicted=True)
         if isinstance(made, str):
             continue
         head, mat, _ = made
         heads.append(head)
         titles.append(n)
-        pred_in.append(np.asarray(transform_points(mat, predicted[n])))
+        pred_in.append(np.asarray(transform_points(mat, to_crop[n])))
         true_in.append(np.asarray(transform_points(mat, ws.survey.points(n))))
     if heads:
         plots.image_grid(heads, ws.path("aligned_crops.png"), points=pred_in, true_points=true_in,
