@@ -209,8 +209,9 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
         done.append(name)
         if whole:
             fallback.append(name)
-        if not missing:
-            new_p1[name], new_p2[name] = np.asarray(transform_points(mat, np.stack([bonnet[name], blowhead[name]])))
+        moved = None if missing else np.asarray(transform_points(mat, np.stack([bonnet[name], blowhead[name]])))
+        if moved is not None and ((moved >= -0.5) & (moved <= [out_w - 0.5, out_h - 0.5])).all():
+            new_p1[name], new_p2[name] = moved      # a predicted point off the crop annotates nothing in it
 
     kept = set(done)
     write_text(out / "train.csv", _csv_text(("Image", "whaleID"), [r for r in survey.train.items() if r[0] in kept]))

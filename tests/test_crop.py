@@ -163,3 +163,16 @@ def test_cli_box_crops(tiny_survey, tmp_path):
     assert box_crop.shape == (10, 12, 3) and np.abs(box_crop - 220).max() < 12
     moved = json.load(open(tmp_path / "boxes" / "points1.json"))[0]["annotations"][0]   # bonnet (40, 20)
     assert (moved["x"], moved["y"]) == pytest.approx(((40 - 19.5) * 12 / 24 - 0.5, (20 - 9.5) * 10 / 20 - 0.5))
+
+
+def test_predicted_points_off_the_photo_give_the_whole_photo_and_no_points(tiny_survey, tmp_path):
+    bonnet = {"w_1.jpg": (70.0, 20.0), "w_6.jpg": (40.0, 20.0)}          # w_1: off the 64 x 48 photo
+    blowhead = {"w_1.jpg": (50.0, 20.0), "w_6.jpg": (25.0, 20.0)}
+    (tmp_path / "p1.json").write_text(json.dumps(data.sloth_points(bonnet)))
+    (tmp_path / "p2.json").write_text(json.dumps(data.sloth_points(blowhead)))
+    made = crop.crop_data_dir(tiny_survey, tmp_path / "crops", 32, 16, points1=tmp_path / "p1.json",
+                              points2=tmp_path / "p2.json", predicted=True, progress=False)
+    assert made["cropped"] == ["w_1.jpg", "w_6.jpg"] and made["fallback"] == ["w_1.jpg"]
+    names = [e["filename"] for e in json.loads((tmp_path / "crops" / "points1.json").read_text())]
+    assert names == ["w_6.jpg"]
+    assert not [p for p in data.load_survey(tmp_path / "crops").problems if "outside" in p.message]
