@@ -19,6 +19,7 @@ intercepts, prior and the hyper-parameters.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +59,9 @@ class Stacker:
             self.intercept_[seen[0]] = 0.0
             return self
         lr = LogisticRegression(C=self.C, max_iter=self.max_iter)
-        lr.fit((features - self.mean_) / self.scale_, labels)
+        with warnings.catch_warnings():   # one or two images per whale is what out-of-fold data looks like
+            warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+            lr.fit((features - self.mean_) / self.scale_, labels)
         coef, intercept = lr.coef_, lr.intercept_
         if len(seen) == 2:            # sklearn's binary form: one row for the second class
             coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
