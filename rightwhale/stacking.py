@@ -85,19 +85,23 @@ class Stacker:
                        scale_=z["scale"], coef_=z["coef"], intercept_=z["intercept"], prior_=z["prior"])
 
 
-def cross_val_proba(features, labels, num_classes, params, folds=5, seed=0) -> np.ndarray:
-    """Out-of-fold probabilities: each row predicted by a stacker (C, floor) that never saw it."""
-    out = np.zeros((len(labels), num_classes))
+def cross_val_probas(features, labels, num_classes, grid=GRID, folds=5, seed=0) -> dict:
+    """Out-of-fold probabilities of each (C, floor) of `grid`: each row predicted by a stacker that never saw
+    it. One fit per C and fold: the floor only mixes the fitted softmax with the prior."""
+    out = {params: np.zeros((len(labels), num_classes)) for params in grid}
     for fit_idx, held_idx in KFold(min(folds, len(labels)), shuffle=True, random_state=seed).split(features):
-        stacker = Stacker(num_classes, *params).fit(features[fit_idx], labels[fit_idx])
-        out[held_idx] = stacker.predict_proba(features[held_idx])
+        for C in dict.fromkeys(c for c, _ in grid):
+            stacker = Stacker(num_classes, C).fit(features[fit_idx], labels[fit_idx])
+            for params in [p for p in grid if p[0] == C]:
+                stacker.floor = params[1]
+                out[params][held_idx] = stacker.predict_proba(features[held_idx])
     return out
 
 
 def choose_params(features, labels, num_classes, grid=GRID, folds=5, seed=0) -> tuple[tuple, dict]:
     """The (C, floor) of lowest cross-validated log loss, and the loss of every pair tried."""
-    losses = {params: log_loss(cross_val_proba(features, labels, num_classes, params, folds, seed), labels)
-              for params in grid}
+    probas = cross_val_probas(features, labels, num_classes, grid, folds, seed)
+    losses = {params: log_loss(p, labels) for params, p in probas.items()}
     return min(losses, key=losses.get), losses
 
 

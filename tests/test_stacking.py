@@ -1,7 +1,8 @@
 import numpy as np
+from sklearn.model_selection import KFold
 
 from rightwhale.metrics import log_loss
-from rightwhale.stacking import Stacker, choose_params, nested_cv_proba
+from rightwhale.stacking import Stacker, choose_params, cross_val_probas, nested_cv_proba
 
 
 def blobs(n_per_class=6, classes=4, dim=8, noise=1.0, seed=0):
@@ -42,3 +43,15 @@ def test_in_fold_fit_looks_perfect_held_out_does_not():
     held_out = nested_cv_proba(X, y, 6, folds=3)
     assert log_loss(held_out, y) > 0.9 * np.log(6)
     assert all(np.isfinite(v) for v in losses.values())
+
+
+def test_one_fit_per_C_gives_what_a_fit_per_grid_point_gives():
+    X, y = blobs(classes=5, noise=2.0)
+    grid = ((0.01, 0.05), (0.01, 0.5), (1.0, 0.2))
+    probas = cross_val_probas(X, y, 5, grid, folds=3)
+    for C, floor in grid:
+        expected = np.zeros((len(y), 5))
+        for fit_idx, held_idx in KFold(3, shuffle=True, random_state=0).split(X):
+            expected[held_idx] = Stacker(5, C, floor).fit(X[fit_idx], y[fit_idx]).predict_proba(X[held_idx])
+        np.testing.assert_allclose(probas[(C, floor)], expected)
+    assert not np.allclose(probas[(0.01, 0.05)], probas[(0.01, 0.5)])
