@@ -3,8 +3,8 @@
 For each photo: the aligner finds bonnet and blowhead (with test-time
 augmentation, whose spread says how sure it is), the head is cropped with
 the bonnet to the right, every classifier run scores the crop, and the
-ensemble's stacker (or, without one, the average of the classifiers)
-gives the probabilities. Writes the aligned crop and a contact sheet of the
+ensemble's stacker gives the probabilities (or the average of the
+classifiers, without a stacker or where the average did better out of fold). Writes the aligned crop and a contact sheet of the
 crop beside training crops of the top candidates, so a researcher can
 confirm by eye.
 """
@@ -68,7 +68,7 @@ class Pipeline:
         self.stacker = None
         if ensemble_dir and (Path(ensemble_dir) / "stacker.npz").is_file():
             info = json.loads((Path(ensemble_dir) / "stacker.json").read_text())
-            if info["runs"] == [str(r.resolve()) for r in self.classify_runs]:
+            if info["runs"] == [str(r.resolve()) for r in self.classify_runs] and info.get("use") != "plain average":
                 self.stacker = Stacker.load(Path(ensemble_dir) / "stacker.npz")
 
     def align(self, path: Path, photo: np.ndarray):

@@ -80,7 +80,7 @@ def _row(name, results, minutes, reference) -> dict:
     return {"step": name, "validation log loss": loss if loss is not None else "-",
             "log loss / ln K": results.get("log loss / ln K", "-"),
             "top-1 accuracy": results.get("top-1 accuracy", "-"),
-            "other": _other(results), "writeup (real data)": reference, "minutes": round(minutes, 1)}
+            "other": _other(results), "writeup (real data)": reference, "minutes": f"{minutes:.1f}"}
 
 
 def _other(results) -> str:
@@ -94,13 +94,15 @@ def _ensemble_rows(runs: list[Path], out: Path, label: str) -> list[dict]:
     started = time.perf_counter()
     results = run_ensemble(runs, out)
     minutes = (time.perf_counter() - started) / 60
+    used = "plain average" if results["predictions from"] == "plain average" else "stacker, out-of-fold"
     rows = []
     for r in results["table"]:
         if r["model"] in [p.name for p in runs]:
             continue
-        rows.append({"step": f"{label}: {r['model']}", "validation log loss": r["log loss"],
+        mark = " (used for new photos)" if r["model"].startswith(used) else ""
+        rows.append({"step": f"{label}: {r['model']}{mark}", "validation log loss": r["log loss"],
                      "log loss / ln K": r["log loss / ln K"], "top-1 accuracy": r["top-1 accuracy"],
-                     "other": "", "writeup (real data)": "-", "minutes": round(minutes, 1)})
+                     "other": "", "writeup (real data)": "-", "minutes": f"{minutes:.1f}"})
     return rows
 
 
