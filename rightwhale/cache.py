@@ -9,8 +9,8 @@ the index is written last, and only then is the cache valid.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import fcntl
+import hashlib
 import json
 import multiprocessing
 import os

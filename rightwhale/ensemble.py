@@ -162,7 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--gzip", action="store_true", help="write submission.csv.gz")
     args = p.parse_args(argv)
     try:
-        results = run_ensemble(resolve_runs(args.runs, args.runs_root) if args.runs else default_runs(args.runs_root), args.out, args.folds, args.seed, args.gzip)
+        runs = resolve_runs(args.runs, args.runs_root) if args.runs else default_runs(args.runs_root)
+        results = run_ensemble(runs, args.out, args.folds, args.seed, args.gzip)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

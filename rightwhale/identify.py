@@ -4,8 +4,9 @@ For each photo: the aligner finds bonnet and blowhead (with test-time
 augmentation, whose spread says how sure it is), the head is cropped with
 the bonnet to the right, every classifier run scores the crop, and the
 ensemble's stacker gives the probabilities (or the average of the
-classifiers, without a stacker or where the average did better out of fold). Writes the aligned crop and a contact sheet of the
-crop beside training crops of the top candidates, so a researcher can
+classifiers, without a stacker or where the average did better out of
+fold). Writes the aligned crop and a contact sheet of the crop beside
+training crops of the top candidates, so a researcher can
 confirm by eye.
 """
 from __future__ import annotations
@@ -99,9 +100,9 @@ class Pipeline:
 def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: str) -> dict:
     photo = read_image(path)
     (bonnet, blowhead), spread = pipe.align(path, photo)
-    head_length = float(np.linalg.norm(bonnet - blowhead))
     cut = (bonnet, blowhead) if not pipe.min_head_length else \
         crop.lengthen((bonnet, blowhead), pipe.min_head_length * photo.shape[1])   # as the align stage cut crops
+    head_length = float(np.linalg.norm(cut[0] - cut[1]))     # the head the crop was cut for
     size = pipe.align_cfg["crop_size"]
     made = crop.head_crop(photo, *cut, size, size, predicted=True)
     if isinstance(made, str):
@@ -150,7 +151,10 @@ def main(argv=None) -> int:
         root = root / "reproduce"
     ensemble = Path(args.ensemble or root / "ensemble")
     stacked = ensemble / "stacker.json"
-    runs = resolve_runs(args.runs, root) if args.runs else (json.loads(stacked.read_text())["runs"] if stacked.is_file() else default_runs(root))
+    if args.runs:
+        runs = resolve_runs(args.runs, root)
+    else:
+        runs = json.loads(stacked.read_text())["runs"] if stacked.is_file() else default_runs(root)
     try:
         pipe = Pipeline(args.align or root / "align", runs, ensemble)
     except DataError as e:

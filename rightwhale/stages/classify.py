@@ -114,7 +114,7 @@ def train_classifier(ws: Workspace, cache):
     Every validation image is scored, also one that yielded no input (a crop
     that failed): it gets the class prior, as its submission row would.
     """
-    cfg, survey, labelled = ws.cfg, ws.survey, ws.labels_source
+    cfg, labelled = ws.cfg, ws.labels_source
     names = {split: ws.present(cache, n) for split, n in
              (("train", ws.split.train), ("valid", ws.split.valid), ("test", labelled.test))}
     labels = {split: labelled.labels_array(names[split]) for split in ("train", "valid")}
