@@ -214,17 +214,17 @@ def _read_submission(path: Path, present: set[str], problems) -> tuple[list[str]
     if len(set(classes)) != len(classes):
         repeated = sorted({c for c in classes if classes.count(c) > 1})
         raise DataError(f"{path}:1: whale columns repeated: {', '.join(repeated)}")
-    first_line, rows_needed = {}, {}
+    usable, first_line = [], {}       # first_line: every row a submission needs, also of missing photos
     for line, (name, *_) in rows:
         problem = ((f"{name} repeats line {first_line[name]}; kept the first", "duplicate row")
-                   if name in rows_needed else _name_problem(name, present))
+                   if name in first_line else _name_problem(name, present))
         if problem:
             problems.append(Problem(str(path), line, *problem))
         else:
+            usable.append(name)
+        if name not in first_line and (not problem or problem[1] == "missing image"):
             first_line[name] = line
-        if name not in rows_needed and (not problem or problem[1] == "missing image"):
-            rows_needed[name] = line
-    return classes, list(first_line), list(rows_needed)
+    return classes, usable, list(first_line)
 
 
 def read_sloth(path: Path, cls: str, keys, present: set[str], problems) -> dict:

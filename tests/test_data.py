@@ -237,7 +237,7 @@ def test_submission_test_labels_and_pattern_types(tmp_path):
     write_survey(tmp_path, LABELS, test=["w_9.jpg", "w_8.jpg"], points=False,
                  classes=["whale_a", "whale_b"])          # whale_c is not a column
     with open(tmp_path / "sample_submission.csv", "a") as f:
-        f.write("w_9.jpg,0.5,0.5\nw_missing.jpg,0.5,0.5\n")
+        f.write("w_9.jpg,0.5,0.5\nw_missing.jpg,0.5,0.5\nw_missing.jpg,0.5,0.5\n")
     (tmp_path / "test_labels.csv").write_text("Image,whaleID\nw_9.jpg,whale_b\nw_1.jpg,whale_b\n")
     (tmp_path / "whale_types.csv").write_text("whaleID,pattern_type\nwhale_a,2\nwhale_b,x\n")
     s = load_survey(tmp_path)
@@ -247,7 +247,7 @@ def test_submission_test_labels_and_pattern_types(tmp_path):
     assert s.test_labels == {"w_9.jpg": "whale_b"} and s.label("w_9.jpg") == 1
     assert s.pattern_types == {"whale_a": 2}
     kinds = sorted(p.kind for p in s.problems)
-    assert kinds == ["bad value", "duplicate row", "missing image", "unknown test image",
+    assert kinds == ["bad value", "duplicate row", "duplicate row", "missing image", "unknown test image",
                      "unknown whale"]
     assert "w_4.jpg: whale whale_c is not a column of sample_submission.csv" in str(
         next(p for p in s.problems if p.kind == "unknown whale"))
