@@ -122,11 +122,16 @@ def files_stamp(survey, names: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _is_current(meta: dict | None, survey) -> bool:
+def _plan(survey, size: int) -> dict:
+    """What a cache of `survey` at `size` holds: its index.json, less the per-image results."""
     names = list(dict.fromkeys([*survey.train, *survey.test]))
-    return (meta is not None and meta["fingerprint"] == fingerprint(survey)
-            and set(meta["names"]) | set(meta["failed"]) == set(names)
-            and meta.get("files") == files_stamp(survey, names))
+    return {"format": FORMAT, "size": size, "fingerprint": fingerprint(survey), "names": names,
+            "files": files_stamp(survey, names)}
+
+
+def _is_current(meta: dict | None, plan: dict) -> bool:
+    return (meta is not None and (meta["fingerprint"], meta.get("files")) == (plan["fingerprint"], plan["files"])
+            and set(meta["names"]) | set(meta["failed"]) == set(plan["names"]))
 
 
 def open_cache(data_dir, size: int, survey=None) -> ImageCache:
@@ -136,7 +141,7 @@ def open_cache(data_dir, size: int, survey=None) -> ImageCache:
     command = f"python -m rightwhale.cache --data-dir {data_dir} --size {size}"
     if meta is None:
         raise DataError(f"{folder}: no image cache of size {size} for {data_dir}; build it with: {command}")
-    if survey is not None and not _is_current(meta, survey):
+    if survey is not None and not _is_current(meta, _plan(survey, size)):
         raise DataError(f"{folder}: the image cache was built for different data (or image files) than "
                         f"{survey.root}; rebuild it with: {command}")
     shape = (len(meta["names"]), size, size, 3)
@@ -218,14 +223,13 @@ def build_cache(data_dir, size: int, workers: int | None = None, progress: bool 
     if size < 1:
         raise ValueError(f"cache size must be positive, got {size}")
     survey = load_survey(data_dir)
-    names = list(dict.fromkeys([*survey.train, *survey.test]))
-    plan = {"format": FORMAT, "size": size, "fingerprint": fingerprint(survey), "names": names,
-            "files": files_stamp(survey, names)}
+    plan = _plan(survey, size)
+    names = plan["names"]
     folder = cache_dir(data_dir, size)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)      # one builder per cache; others wait, then reuse
-        if _is_current(_read_index(folder), survey):
+        if _is_current(_read_index(folder), plan):
             return open_cache(data_dir, size)
         resumed = _resume_sizes(folder, plan)   # images that failed before are tried again
         if resumed is None:
