@@ -90,13 +90,14 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
 
     rows = [{"model": d.name, **_scores(p, y)} for d, p in zip(run_dirs, probs)]
     best = min(rows, key=lambda r: r["log loss"])
-    rows.append({"model": "plain average of the models", **_scores(probs.mean(axis=0), y)})
+    average = {"model": "plain average of the models", **_scores(probs.mean(axis=0), y)}
     params, losses = choose_params(X, y, k, folds=folds, seed=seed)
-    rows.append({"model": f"stacker, out-of-fold (nested {folds}-fold CV)",
-                 **_scores(nested_cv_proba(X, y, k, folds=folds, seed=seed), y)})
+    held_out = {"model": f"stacker, out-of-fold (nested {folds}-fold CV)",
+                **_scores(nested_cv_proba(X, y, k, folds=folds, seed=seed), y)}
+    rows += [average, held_out]
     # Both held-out estimates are honest (the average fits nothing); new photos get the better one. With one
     # or two out-of-fold images per whale the stacker often loses.
-    use = "stacker" if rows[-1]["log loss"] < rows[-2]["log loss"] else "plain average"
+    use = "stacker" if held_out["log loss"] < average["log loss"] else "plain average"
 
     # The trap: fit on in-fold features (each model's own training images).
     train_names, X_train, _, y_train = stack_features(runs, "train")

@@ -30,7 +30,7 @@ from rightwhale.evaluate import load_classifier
 from rightwhale.images import BadImage, read_image
 from rightwhale.models import get_model
 from rightwhale.stacking import Stacker
-from rightwhale.stages.align import predict_with_tta
+from rightwhale.stages.align import MIN_HEAD_KEY, predict_with_tta
 from rightwhale.stages.classify import softmax
 from rightwhale.training import predict
 
@@ -48,9 +48,7 @@ class Pipeline:
         self.aligner = get_model(self.align_cfg["model"], 4, **self.align_cfg["model_kwargs"])
         self.aligner_variables = load_variables(align_run / "best.msgpack")
         results = json.loads((align_run / "results.json").read_text()) if (align_run / "results.json").is_file() else {}
-        head = results.get("median head length / photo width, training photos")
-        floor = self.align_cfg.get("min_head_length")
-        self.min_head_length = floor * head if floor and head else None     # fraction of the photo width, as align
+        self.min_head_length = results.get(MIN_HEAD_KEY)     # a fraction of the photo width, as align cut crops
         self.crops_dir = align_run / "crops"
         if not classify_runs:
             raise DataError("no classifier runs: train one with `python train.py --stage classify`")

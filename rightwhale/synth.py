@@ -524,15 +524,11 @@ def write_preview(survey: Survey, data_dir, png, columns: int = 4, rows: int = 3
     for k, photo in enumerate(shown):
         tile = Image.open(imgs / photo.name).convert("RGB").resize((tile_w, tile_h), Image.BILINEAR)
         sheet.paste(tile, ((k % columns) * tile_w, (k // columns) * tile_h))
-    for k, photo in enumerate(crops):     # the stage-3 crop: bonnet right, 2 d by 1 d around 0.4 p1 + 0.6 p2
-        bonnet, blowhead = np.array(photo.bonnet), np.array(photo.blowhead)
-        d = np.hypot(*(bonnet - blowhead))
-        ex = (bonnet - blowhead) / d * 2 * d / crop_w                  # input step per output pixel
-        ey = np.array([-ex[1], ex[0]])
-        origin = 0.4 * bonnet + 0.6 * blowhead - ex * crop_w / 2 - ey * crop_h / 2
-        crop = Image.open(imgs / photo.name).convert("RGB").transform(
-            (crop_w, crop_h), Image.AFFINE, (ex[0], ey[0], origin[0], ex[1], ey[1], origin[1]), Image.BILINEAR)
-        sheet.paste(crop, (k * crop_w, rows * tile_h + 16))
+    from rightwhale.crop import head_crop      # JAX, needed only for the preview
+    for k, photo in enumerate(crops):          # the stage-3 crop: bonnet right, 2 d by 1 d
+        head, _, _ = head_crop(np.asarray(Image.open(imgs / photo.name).convert("RGB")), photo.bonnet,
+                               photo.blowhead, crop_w, crop_h)
+        sheet.paste(Image.fromarray(head), (k * crop_w, rows * tile_h + 16))
     # a 124-colour palette keeps the PNG small; the marks get four reserved entries of their own
     sheet = sheet.quantize(colors=124)
     sheet.putpalette(sheet.getpalette()[:124 * 3] + [255, 48, 48, 48, 192, 255, 255, 224, 48, 0, 0, 0])

@@ -72,8 +72,7 @@ def run(ws: Workspace) -> dict:
                               "the aligner needs bonnet and blowhead points (points1.json, points2.json)")
     cache = ws.cache()                      # only once the annotations are known to be there
     size = cfg.image_size
-    present = {s: ws.present(cache, names) for s, names in
-               (("train", ws.split.train), ("valid", ws.split.valid), ("test", survey.test))}
+    present = ws.present(cache)
     annotated = {s: [n for n in present[s] if survey.points(n) is not None] for s in ("train", "valid")}
     truth = {s: cache.to_cache(n, np.stack([survey.points(x) for x in n])) for s, n in annotated.items()}
     model = get_model(cfg.model, 4, **cfg.model_kwargs)
@@ -120,6 +119,9 @@ def run(ws: Workspace) -> dict:
     return results
 
 
+MIN_HEAD_KEY = "shortest predicted head for cropping / photo width"
+
+
 def _crop_points(ws, cache, train, predicted, results) -> dict:
     """The predicted pairs the crops are cut from: with cfg.min_head_length, short ones are lengthened to that
     fraction of the median head length of the training photos (relative to the photo width)."""
@@ -128,7 +130,8 @@ def _crop_points(ws, cache, train, predicted, results) -> dict:
     results["median head length / photo width, training photos"] = head
     if ws.cfg.min_head_length is None:
         return predicted
-    to_crop = {n: crop.lengthen(p, ws.cfg.min_head_length * head * width(n)) for n, p in predicted.items()}
+    shortest = results[MIN_HEAD_KEY] = ws.cfg.min_head_length * head      # identify cuts its crops the same way
+    to_crop = {n: crop.lengthen(p, shortest * width(n)) for n, p in predicted.items()}
     results["predicted pairs lengthened for cropping"] = sum(not np.array_equal(to_crop[n], p)
                                                              for n, p in predicted.items())
     return to_crop

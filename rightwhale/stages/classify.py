@@ -115,8 +115,7 @@ def train_classifier(ws: Workspace, cache):
     that failed): it gets the class prior, as its submission row would.
     """
     cfg, labelled = ws.cfg, ws.labels_source
-    names = {split: ws.present(cache, n) for split, n in
-             (("train", ws.split.train), ("valid", ws.split.valid), ("test", labelled.test))}
+    names = ws.present(cache, test=labelled.test)
     labels = {split: labelled.labels_array(names[split]) for split in ("train", "valid")}
     k = len(labelled.classes)
     targets, aux = labels, None

@@ -56,8 +56,7 @@ def run(ws: Workspace) -> dict:
                               "(head_boxes.json) or bonnet/blowhead points")
     cache = ws.cache()
     size = cfg.image_size
-    present = {s: ws.present(cache, names) for s, names in
-               (("train", ws.split.train), ("valid", ws.split.valid), ("test", survey.test))}
+    present = ws.present(cache)
     names = {s: [n for n in present[s] if n in truth_photo] for s in ("train", "valid")}
     truth = {s: cache.boxes_to_cache(n, np.stack([truth_photo[x] for x in n])) for s, n in names.items()}
     model = get_model(cfg.model, 4, **cfg.model_kwargs)

@@ -58,13 +58,18 @@ class Workspace:
         """Every photo of the survey, decoded once at size x size (built on first use)."""
         return build_cache(self.survey.root, size or self.cfg.image_size, progress=self.progress)
 
-    def present(self, cache: ImageCache, names) -> list[str]:
-        """The names with a usable input in the cache; the others are reported, not fatal."""
-        failed = [n for n in names if n not in cache.names]
-        if failed:
-            self.log(f"{len(failed)} image(s) without a usable input (unreadable, or no crop), skipped: "
-                     f"{', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}")
-        return [n for n in names if n in cache.names]
+    def present(self, cache: ImageCache, test: list[str] | None = None) -> dict[str, list[str]]:
+        """The train, valid and test (the survey's unless given) names with a usable input in the cache; the
+        others are reported, not fatal."""
+        usable, present = set(cache.names), {}
+        for split, names in (("train", self.split.train), ("valid", self.split.valid),
+                             ("test", self.survey.test if test is None else test)):
+            failed = [n for n in names if n not in usable]
+            if failed:
+                self.log(f"{len(failed)} {split} image(s) without a usable input (unreadable, or no crop), "
+                         f"skipped: {', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}")
+            present[split] = [n for n in names if n in usable]
+        return present
 
     def rows(self, cache: ImageCache, names) -> Rows:
         return Rows(cache.images, [cache.index(n) for n in names])
