@@ -35,6 +35,21 @@ import os
 # enable_fast_math, the concurrency-optimized scheduler, two CPU devices with
 # the batch sharded (faster without this flag, slower with it), NCHW convs
 # and bfloat16 (both 10-15% slower on a conv fwd+bwd; this CPU has no bf16 units).
+#
+# Why no flag reaches 1.0x: bench/bench_conv_ops.py times every convolution of
+# the network in parts. At 128 px XLA's convolutions alone add up to about
+# 1.0 s per step (fwd 0.57x, data gradient 0.50x, weight gradient 0.30x of
+# PyTorch's oneDNN kernels), more than PyTorch's whole step (0.6-0.9 s). The
+# weight gradients barely speed up from one core to two (Eigen gets a 3x3
+# output to split; `taskset -c 0`), and XLA copies both operands into the
+# batch-minor layout Eigen wants. This jaxlib's oneDNN fusions cover dot,
+# eltwise and reduce, not convolution. Also tried in the model and not kept:
+# convolutions as im2col matmuls (2x slower for 16->16), the weight gradient
+# as nine shifted matmuls (4x slower), as a grouped conv over batch slices
+# (8x slower), the batch split into independent convs (XLA runs them one after
+# another), two devices with single-threaded Eigen (slower), and a
+# custom_vjp batch norm + ReLU with two passes each way (the batch-norm part
+# of a 128-px layer 26 -> 13 ms, but the step only 3-4% faster).
 import rightwhale  # noqa: E402,F401  (sets XLA_FLAGS before JAX starts)
 import argparse  # noqa: E402
 import functools  # noqa: E402
