@@ -3,13 +3,13 @@
 Real survey data is messy: annotations for photos a folder does not hold, repeated rows,
 truncated photos. `load_survey` keeps every usable item and records each skipped one as a
 `Problem` naming file and line, so a batch job can finish and then say what it left out
-(`report_problems`). Only a missing or unparseable train.csv, or nothing usable, is fatal.
+(`report_problems`). Fatal, naming file and line: a missing train.csv, a file that is not UTF-8, a
+wrong CSV header, JSON that does not parse, or nothing usable.
 """
 import csv
 import functools
 import hashlib
 import importlib
-import io
 import json
 import math
 import os
@@ -115,21 +115,33 @@ def _read_text(path: Path) -> str:
 
 
 def _read_csv(path: Path, expected_header, problems) -> tuple[list, list[tuple[int, list]]]:
-    """Header and (line, fields) rows; rows of the wrong width become problems."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    """Header and (line, fields) rows. Each line is parsed alone (Kaggle's CSVs quote nothing across
+    lines), so a malformed or wrong-width row becomes a problem and the rows after it still load."""
+    lines = _read_text(path).splitlines()
+
+    def parse(number: int) -> list[str]:
+        return [f.strip() for f in next(csv.reader([lines[number - 1]], strict=True), [])]
+
     try:
-        header = [h.strip() for h in next(reader, [])]
-        if expected_header is not None and header != list(expected_header):
-            raise DataError(f"{path}:1: header must be {','.join(expected_header)!r}, got {','.join(header)!r}")
-        rows = []
-        for fields in filter(None, reader):             # blank lines are skipped
-            if len(fields) == len(header):
-                rows.append((reader.line_num, [f.strip() for f in fields]))
-            else:
-                problems.append(Problem(str(path), reader.line_num, f"expected {len(header)} fields, "
-                                        f"got {len(fields)}", "malformed row"))
+        header = parse(1) if lines else []
     except csv.Error as e:
-        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from e
+        raise DataError(f"{path}:1: malformed CSV header ({e})") from e
+    if expected_header is not None and header != list(expected_header):
+        raise DataError(f"{path}:1: header must be {','.join(expected_header)!r}, got {','.join(header)!r}")
+    rows = []
+    for number in range(2, len(lines) + 1):
+        if not lines[number - 1]:                       # blank lines are skipped
+            continue
+        try:
+            fields = parse(number)
+        except csv.Error as e:
+            problems.append(Problem(str(path), number, f"malformed CSV ({e})", "malformed row"))
+            continue
+        if len(fields) == len(header):
+            rows.append((number, fields))
+        else:
+            problems.append(Problem(str(path), number, f"expected {len(header)} fields, got {len(fields)}",
+                                    "malformed row"))
     return header, rows
 
 

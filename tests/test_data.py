@@ -114,6 +114,16 @@ def test_missing_and_duplicate_rows(tmp_path):
     assert messages(s, "malformed row") == [f"{csv_path}:9: expected 2 fields, got 1"]
 
 
+
+def test_a_malformed_csv_row_is_skipped_and_the_rest_load(tmp_path):
+    csv_path = write_survey(tmp_path, LABELS, points=False) / "train.csv"
+    lines = csv_path.read_text().splitlines()
+    lines[2] = lines[2].replace(",", ',"')              # line 3, w_2.jpg: a quote never closed
+    csv_path.write_text("\n".join(lines) + "\n")
+    s = load_survey(tmp_path)
+    assert list(s.train) == ["w_1.jpg", "w_3.jpg", "w_4.jpg"]
+    assert messages(s, "malformed row") == [f"{csv_path}:3: malformed CSV (unexpected end of data)"]
+
 @pytest.mark.parametrize("name,reason", [("../w_1.jpg", "not a plain file name"),
                                          ("/etc/passwd", "absolute path"),
                                          ("imgs/w_1.jpg", "not a plain file name"),
@@ -202,7 +212,7 @@ def test_project_annotations_are_the_fallback(tmp_path):
 
 @pytest.mark.parametrize("filename,text,match", [
     ("train.csv", "Image,whale\nw_1.jpg,whale_a\n", r"train.csv:1: header must be 'Image,whaleID'"),
-    ("train.csv", 'Image,whaleID\nw_1.jpg,"whale_a\n', r"train.csv:2: malformed CSV"),
+    ("train.csv", '"Image,whaleID\nw_1.jpg,whale_a\n', r"train.csv:1: malformed CSV header"),
     ("train.csv", b"Image,whaleID\nw_1.jpg,whale_\xff\n", r"train.csv: not UTF-8"),
     ("sample_submission.csv", "Image,whale_a,whale_a\n",
      r"sample_submission.csv:1: whale columns repeated"),
