@@ -13,7 +13,10 @@ a lower validation loss (nolearn_utils also skipped epochs whose training loss e
 loss: with heavy augmentation, that can disable stopping for a whole run).
 
 Data parallel: batches are sharded over a Mesh of all devices (axis "data"). Multi-host: call
-`jax.distributed.initialize()`, then start the same script on every host; process 0 writes the run.
+`jax.distributed.initialize()`, then start the same script on every host; process 0 writes the
+checkpoints and history, and `fit` returns on every host once they are written: the run folder must
+be on a shared filesystem, since every host reads best.msgpack back. Not yet multi-host safe (only one
+host has run it): the stages write their predictions, crops and reports from every process.
 """
 import dataclasses
 import functools
@@ -392,4 +395,6 @@ def fit(model, cfg: Train, task: Task, train: dict, valid: dict, run_dir, *,
             history_io.plot_history(run_dir / "history.png", history, task.headline)
     if run["bad_epochs"] >= cfg.patience:
         log(f"Early stopping: best valid loss {run['best_valid_loss']:.6f} at epoch {run['best_epoch']}.")
+    if jax.process_count() > 1:     # the stages read best.msgpack next, on every host
+        multihost_utils.sync_global_devices("rightwhale.fit: checkpoints written")
     return run["state"], history
