@@ -22,15 +22,41 @@ RUN_FILES = ["config.json", "best.msgpack", "last.msgpack", "history.json", "his
              "results.json"]
 
 
+class Pipeline:
+    """The tiny survey and one runs folder shared by the stage tests. `ensure` runs a step, after the
+    steps it needs, once per module, so that each test can also run alone or in any order."""
+    STEPS = {   # step: (the steps it needs, how to run it)
+        "align": ((), lambda p: p.run("--stage", "align", "--image-size", "32", "--crop-size", "16")),
+        "classify": (("align",), lambda p: p.run("--stage", "classify", "--image-size", "16")),
+        "oxfordnet": (("align",), lambda p: p.run("--stage", "classify", "--image-size", "16",
+                                                   "--model", "oxfordnet19_gap")),
+        "localize": ((), lambda p: p.run("--stage", "localize", "--image-size", "32", "--crop-size", "16")),
+        "classify boxes": (("localize",), lambda p: p.run("--stage", "classify", "--crops", "boxes",
+                                                          "--image-size", "16")),
+        "naive": ((), lambda p: p.run("--stage", "naive", "--image-size", "32")),
+        "ensemble": (("classify", "oxfordnet"), lambda p: ensemble_main(
+            ["--runs", *map(str, p.members), "--out", str(p.runs / "ensemble"), "--folds", "2"])),
+    }
+
+    def __init__(self, survey, runs):
+        self.survey, self.runs, self.done = survey, runs, set()
+        self.members = [runs / "classify-aligned-resnet19", runs / "classify-aligned-oxfordnet19_gap"]
+
+    def run(self, *args, runs=None) -> int:
+        return main(["--data-dir", str(self.survey), "--runs", str(runs or self.runs), *TINY, *args])
+
+    def ensure(self, *steps) -> None:
+        for step in steps:
+            if step not in self.done:
+                needs, run = self.STEPS[step]
+                self.ensure(*needs)
+                assert run(self) == 0, f"step {step} failed"
+                self.done.add(step)
+
+
 @pytest.fixture(scope="module")
 def pipeline(make_survey, tmp_path_factory):
-    """One survey and one runs folder shared by the stage tests, which run in order."""
-    return make_survey(), tmp_path_factory.mktemp("runs")
-
-
-def run(pipeline, *args):
-    survey, runs = pipeline
-    return main(["--data-dir", str(survey), "--runs", str(runs), *TINY, *args])
+    return Pipeline(make_survey(), tmp_path_factory.mktemp("runs"))
 
 
 def check_run(folder, extra):
@@ -39,14 +65,14 @@ def check_run(folder, extra):
     return json.loads((folder / "results.json").read_text())
 
 
-def test_classify_before_align_names_the_fix(pipeline, capsys):
-    assert run(pipeline, "--stage", "classify") == 2
+def test_classify_before_align_names_the_fix(pipeline, tmp_path, capsys):
+    assert pipeline.run("--stage", "classify", runs=tmp_path) == 2
     assert "python train.py --stage align" in capsys.readouterr().err
 
 
 def test_align_writes_points_and_crops(pipeline):
-    survey, runs = pipeline
-    assert run(pipeline, "--stage", "align", "--image-size", "32", "--crop-size", "16") == 0
+    survey, runs = pipeline.survey, pipeline.runs
+    pipeline.ensure("align")
     results = check_run(runs / "align", ["predictions.json", "points1.json", "points2.json", "valid_points.png",
                                          "aligned_crops.png", "crops/train.csv", "crops/source.json"])
     data = load_survey(survey)
@@ -65,8 +91,8 @@ def test_align_writes_points_and_crops(pipeline):
 
 
 def test_classify_on_aligned_crops_writes_a_valid_submission(pipeline):
-    survey, runs = pipeline
-    assert run(pipeline, "--stage", "classify", "--image-size", "16") == 0
+    survey, runs = pipeline.survey, pipeline.runs
+    pipeline.ensure("classify")
     folder = runs / "classify-aligned-resnet19"
     results = check_run(folder, ["submission.csv", "features.npz", "valid_probabilities.csv", "valid_predictions.png"])
     check_submission(folder / "submission.csv", survey / "sample_submission.csv")
@@ -82,26 +108,28 @@ def test_classify_on_aligned_crops_writes_a_valid_submission(pipeline):
 
 
 def test_localize_then_box_classifier(pipeline):
-    survey, runs = pipeline
-    assert run(pipeline, "--stage", "localize", "--image-size", "32", "--crop-size", "16") == 0
+    survey, runs = pipeline.survey, pipeline.runs
+    pipeline.ensure("localize")
     results = check_run(runs / "localize", ["iou_histogram.png", "valid_boxes.png", "crops/train.csv"])
     assert results["box crops written"] == len(load_survey(survey).train) + len(load_survey(survey).test)
-    assert run(pipeline, "--stage", "classify", "--crops", "boxes", "--image-size", "16") == 0
+    pipeline.ensure("classify boxes")
     check_submission(runs / "classify-boxes-resnet19" / "submission.csv", survey / "sample_submission.csv")
 
 
 def test_naive_writes_saliency(pipeline):
-    survey, runs = pipeline
-    assert run(pipeline, "--stage", "naive", "--image-size", "32") == 0
+    runs = pipeline.runs
+    pipeline.ensure("naive")
     check_run(runs / "naive", ["saliency.png", "submission.csv", "features.npz"])
     images, classes, probs = read_submission(runs / "naive" / "submission.csv")
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-6)
 
 
 def test_rerun_needs_continue_training(pipeline, capsys):
-    assert run(pipeline, "--stage", "naive", "--image-size", "32") == 2
+    pipeline.ensure("naive")
+    capsys.readouterr()
+    assert pipeline.run("--stage", "naive", "--image-size", "32") == 2
     assert "--continue-training" in capsys.readouterr().err
-    assert run(pipeline, "--stage", "naive", "--image-size", "24", "--continue-training") == 2
+    assert pipeline.run("--stage", "naive", "--image-size", "24", "--continue-training") == 2
     assert "image_size: 32 -> 24" in capsys.readouterr().err
 
 
@@ -115,10 +143,8 @@ def test_stage_refuses_a_split_made_for_other_data(make_survey, tmp_path, capsys
 
 
 def test_ensemble_stacks_out_of_fold_features(pipeline):
-    survey, runs = pipeline
-    assert run(pipeline, "--stage", "classify", "--image-size", "16", "--model", "oxfordnet19_gap") == 0
-    members = [runs / "classify-aligned-resnet19", runs / "classify-aligned-oxfordnet19_gap"]
-    assert ensemble_main(["--runs", *map(str, members), "--out", str(runs / "ensemble"), "--folds", "2"]) == 0
+    survey, runs, members = pipeline.survey, pipeline.runs, pipeline.members
+    pipeline.ensure("ensemble")
     widths = []
     for member in members:   # out-of-fold: no stacked (validation) image was a training image of a member
         with np.load(member / "features.npz") as z:
@@ -140,7 +166,9 @@ def test_ensemble_stacks_out_of_fold_features(pipeline):
 
 
 def test_identify_a_photo(pipeline, tmp_path, capsys):
-    survey, runs = pipeline
+    survey, runs = pipeline.survey, pipeline.runs
+    pipeline.ensure("ensemble")
+    capsys.readouterr()
     photo = survey / "imgs" / sorted(json.loads((runs / "align" / "predictions.json").read_text()))[0]
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
@@ -157,9 +185,10 @@ def test_identify_a_photo(pipeline, tmp_path, capsys):
 
 
 def test_classify_with_auxiliary_heads_then_evaluate(pipeline):
-    survey, runs = pipeline
+    survey, runs = pipeline.survey, pipeline.runs
     folder = runs / "classify-aux"
-    assert run(pipeline, "--stage", "classify", "--image-size", "16", "--aux-targets", "--run-dir", str(folder)) == 0
+    pipeline.ensure("align", "localize")
+    assert pipeline.run("--stage", "classify", "--image-size", "16", "--aux-targets", "--run-dir", str(folder)) == 0
     aux = json.loads((folder / "aux.json").read_text())
     assert aux["types"] >= 2 and aux["points"] == 4
     scores = evaluate(folder, runs / "align" / "crops", progress=False)
