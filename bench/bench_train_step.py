@@ -39,7 +39,7 @@ import os
 # Why no flag reaches 1.0x: bench/bench_conv_ops.py times every convolution of
 # the network in parts. At 128 px XLA's convolutions alone add up to about
 # 1.0 s per step (fwd 0.57x, data gradient 0.50x, weight gradient 0.30x of
-# PyTorch's oneDNN kernels), more than PyTorch's whole step (0.6-0.9 s). The
+# PyTorch's oneDNN kernels), more than PyTorch's whole step (0.54-0.63 s). The
 # weight gradients barely speed up from one core to two (Eigen gets a 3x3
 # output to split; `taskset -c 0`), and XLA copies both operands into the
 # batch-minor layout Eigen wants. This jaxlib's oneDNN fusions cover dot,

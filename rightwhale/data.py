@@ -117,7 +117,7 @@ def _read_text(path: Path) -> str:
 def _read_csv(path: Path, expected_header, problems) -> tuple[list, list[tuple[int, list]]]:
     """Header and (line, fields) rows. Each line is parsed alone (Kaggle's CSVs quote nothing across
     lines), so a malformed or wrong-width row becomes a problem and the rows after it still load."""
-    lines = _read_text(path).splitlines()
+    lines = [line.removesuffix("\r") for line in _read_text(path).split("\n")]
 
     def parse(number: int) -> list[str]:
         return [f.strip() for f in next(csv.reader([lines[number - 1]], strict=True), [])]

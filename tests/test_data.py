@@ -114,7 +114,6 @@ def test_missing_and_duplicate_rows(tmp_path):
     assert messages(s, "malformed row") == [f"{csv_path}:9: expected 2 fields, got 1"]
 
 
-
 def test_a_malformed_csv_row_is_skipped_and_the_rest_load(tmp_path):
     csv_path = write_survey(tmp_path, LABELS, points=False) / "train.csv"
     lines = csv_path.read_text().splitlines()
@@ -123,6 +122,7 @@ def test_a_malformed_csv_row_is_skipped_and_the_rest_load(tmp_path):
     s = load_survey(tmp_path)
     assert list(s.train) == ["w_1.jpg", "w_3.jpg", "w_4.jpg"]
     assert messages(s, "malformed row") == [f"{csv_path}:3: malformed CSV (unexpected end of data)"]
+
 
 @pytest.mark.parametrize("name,reason", [("../w_1.jpg", "not a plain file name"),
                                          ("/etc/passwd", "absolute path"),
