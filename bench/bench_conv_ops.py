@@ -108,6 +108,9 @@ def main(argv=None):
                                             f" {totals['torch', p] * 1e3:6.0f} "
                                             f"{totals['torch', p] / totals['jax', p]:5.2f}x")
         for p in ("fwd", "dx", "dw")))
+    jax_all = sum(t for (s, _), t in totals.items() if s == "jax")
+    print(f"all convolutions of a training step: jax {jax_all * 1e3:.0f} ms" + ("" if args.no_torch else
+          f", torch {sum(t for (s, _), t in totals.items() if s == 'torch') * 1e3:.0f} ms"))
     print("ratio = torch time / jax time (above 1: JAX faster)")
 
 
