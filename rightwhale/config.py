@@ -168,7 +168,7 @@ _PRESETS = {
     "align": {
         "original": ("localize_pts_dec31", 256, _ORIGINAL_LOCALIZER, {"tta": ORIGINAL_TTA}),
         "cpu": ("localize_pts_dec31", 128, Train(optimizer="adam", learning_rate=1e-3, final_learning_rate=1e-4,
-                                                 max_epochs=100, patience=30, l2=1e-7, augment=ALIGN_AUGMENT),
+                                                 max_epochs=200, patience=30, l2=1e-7, augment=ALIGN_AUGMENT),
                 {"tta": CPU_TTA, "crop_size": 64, "min_head_length": 1.0}),
     },
     "classify": {
