@@ -64,6 +64,10 @@ def _run_step(args: list[str], folder: Path, common: list[str], preset: str, sur
         if (cfg["preset"], source_survey(folder), cfg["train"]["max_epochs"]) != (preset, survey.resolve(), epochs):
             raise SystemExit(f"reproduce: {folder} holds a run of another preset, data or epoch count; "
                              "use another --runs or --fresh")
+        crops = Path(cfg["data_dir"]) / "source.json"     # a folder of crops, cut again since this run?
+        if crops.is_file() and crops.stat().st_mtime > (folder / "results.json").stat().st_mtime:
+            raise SystemExit(f"reproduce: {folder} was trained on crops that {crops.parent} has replaced "
+                             "since; use --fresh")
         print(f"reusing {folder}")
         history = json.loads((folder / "history.json").read_text())
         return json.loads((folder / "results.json").read_text()), sum(e["seconds"] for e in history) / 60

@@ -1,5 +1,6 @@
 """The reproduction reuses a finished step only when it is the step it would run (rightwhale.reproduce)."""
 import json
+import os
 
 import pytest
 
@@ -32,3 +33,14 @@ def test_a_step_made_differently_is_refused(tmp_path, args, preset, survey):
     run = finished_run(tmp_path / "runs" / "classify", tmp_path / "survey")
     with pytest.raises(SystemExit, match="another preset, data or epoch count"):
         _run_step(args, run, [], preset, tmp_path / survey)
+
+
+def test_a_step_trained_on_crops_cut_again_since_is_refused(tmp_path):
+    survey, crops = tmp_path / "survey", tmp_path / "crops"
+    crops.mkdir()
+    (crops / "source.json").write_text(json.dumps({"survey": str(survey)}))
+    run = finished_run(tmp_path / "runs" / "classify", crops)
+    later = (run / "results.json").stat().st_mtime + 60
+    os.utime(crops / "source.json", (later, later))                            # align ran again
+    with pytest.raises(SystemExit, match="crops that .* has replaced since"):
+        _run_step(["--stage", "classify"], run, [], "cpu", survey)
