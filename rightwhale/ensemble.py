@@ -7,7 +7,9 @@ cross-validation. It reports the stacker's held-out log loss (nested
 cross-validation) next to the best single model and the plain average of
 the models' probabilities, and shows the writeup's trap: the same stacker
 fitted on in-fold features (the models' own training images) reaches near
-zero training loss and says nothing about new photos.
+zero training loss and says nothing about new photos. New photos (the
+submission, `identify`) get whichever of the stacker, the plain average and
+the best single model has the lowest held-out log loss.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from rightwhale.data import DataError, source_of
 from rightwhale.report import table
 from rightwhale.stacking import Stacker, choose_params, nested_cv_proba
 from rightwhale.submission import read_submission, write_submission
+
 
 def default_runs(runs_root="runs") -> list[Path]:
     """Every finished RUNS/classify-aligned-*, else those of the reproduction (RUNS/reproduce)."""
@@ -95,9 +98,11 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     held_out = {"model": f"stacker, out-of-fold (nested {folds}-fold CV)",
                 **_scores(nested_cv_proba(X, y, k, folds=folds, seed=seed), y)}
     rows += [average, held_out]
-    # Both held-out estimates are honest (the average fits nothing); new photos get the better one. With one
-    # or two out-of-fold images per whale the stacker often loses.
-    use = "stacker" if held_out["log loss"] < average["log loss"] else "plain average"
+    # Three honest held-out estimates (the average and a single model fit nothing to the validation images);
+    # new photos get the best. With one or two out-of-fold images per whale the stacker often loses, and the
+    # average loses to a member much better than the rest.
+    use = min([("stacker", held_out), ("plain average", average), (best["model"], best)],
+              key=lambda c: c[1]["log loss"])[0]
 
     # The trap: fit on in-fold features (each model's own training images).
     train_names, X_train, _, y_train = stack_features(runs, "train")
@@ -115,7 +120,7 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     results = {"runs": [d.name for d in run_dirs], "chosen C": params[0], "chosen floor": params[1],
                "best single model": best["model"], "predictions from": use,
                "table": rows}
-    sub = _write_test_submission(runs, run_dirs, stacker if use == "stacker" else None, out_dir, classes, gzip, log)
+    sub = _write_test_submission(runs, run_dirs, use, stacker, out_dir, classes, gzip, log)
     if sub:
         results["submission"] = str(sub)
     atomic.write_json(out_dir / "results.json", results)
@@ -124,15 +129,16 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
         f"Runs: {', '.join(results['runs'])}. C = {params[0]}, prior floor = {params[1]} "
         f"(chosen by {folds}-fold CV on the validation split).", "",
         table(rows), "",
-        f"The submission (and `identify`) use the {use}: the lower held-out log loss of it and the other.", "",
+        f"The submission (and `identify`) use {use}: the lowest held-out log loss of the stacker, the plain "
+        "average and the best single model.", "",
         "The in-fold rows are the writeup's trap: near-perfect on the images the feature models trained on, "
         "no better on new ones. Only the out-of-fold row estimates the loss on new photos.", ""]))
     return results
 
 
-def _write_test_submission(runs, run_dirs, stacker, out_dir, classes, gzip, log):
-    """Stacked test probabilities, or the models' average without a stacker; rows (and their order) from the
-    runs' own submission."""
+def _write_test_submission(runs, run_dirs, use, stacker, out_dir, classes, gzip, log):
+    """Test probabilities of what `use` names (the stacker, the plain average or one run); rows (and their
+    order) from the runs' own submission."""
     sub_path = run_dirs[0] / "submission.csv"
     if not sub_path.is_file():
         return None
@@ -140,7 +146,14 @@ def _write_test_submission(runs, run_dirs, stacker, out_dir, classes, gzip, log)
     if sub_classes != classes:
         raise DataError(f"{sub_path}: class columns differ from features.npz")
     names, X_test, test_probs, _ = stack_features(runs, "test")
-    combined = (stacker.predict_proba(X_test) if stacker else test_probs.mean(axis=0)) if names else []
+    if not names:
+        combined = []
+    elif use == "stacker":
+        combined = stacker.predict_proba(X_test)
+    elif use == "plain average":
+        combined = test_probs.mean(axis=0)
+    else:
+        combined = test_probs[[d.name for d in run_dirs].index(use)]
     stacked = dict(zip(names, combined))
     fallback = dict(zip(rows, first_probs))  # images some model could not crop: that model's prior row
     missing = [r for r in rows if r not in stacked]

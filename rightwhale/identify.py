@@ -3,9 +3,9 @@
 For each photo: the aligner finds bonnet and blowhead (with test-time
 augmentation, whose spread says how sure it is), the head is cropped with
 the bonnet to the right, every classifier run scores the crop, and the
-ensemble's stacker gives the probabilities (or the average of the
-classifiers, without a stacker or where the average did better out of
-fold). Writes the aligned crop and a contact sheet of the crop beside
+probabilities come from what the ensemble chose out of fold: its stacker,
+the classifiers' average (also without an ensemble) or the best single
+classifier. Writes the aligned crop and a contact sheet of the crop beside
 training crops of the top candidates, so a researcher can
 confirm by eye.
 """
@@ -64,11 +64,13 @@ class Pipeline:
             crops = load_survey(self.crops_dir)
             for name, whale in crops.train.items():
                 self.examples.setdefault(whale, []).append(crops.image_path(name))
-        self.stacker = None
+        self.stacker, self.use = None, "plain average"      # how the classifiers' outputs combine
         if ensemble_dir and (Path(ensemble_dir) / "stacker.npz").is_file():
             info = json.loads((Path(ensemble_dir) / "stacker.json").read_text())
-            if info["runs"] == [str(r.resolve()) for r in self.classify_runs] and info.get("use") != "plain average":
-                self.stacker = Stacker.load(Path(ensemble_dir) / "stacker.npz")
+            if info["runs"] == [str(r.resolve()) for r in self.classify_runs]:
+                self.use = info.get("use", "stacker")      # stacker, plain average, or one run's name
+                if self.use == "stacker":
+                    self.stacker = Stacker.load(Path(ensemble_dir) / "stacker.npz")
 
     def align(self, path: Path, photo: np.ndarray):
         """(bonnet, blowhead) in photo pixels and the TTA spread in photo pixels."""
@@ -87,9 +89,16 @@ class Pipeline:
             logits, feats = predict(model, variables, x, 1)
             probs.append(softmax(logits[:, :len(self.classes)])[0])
             features.append(feats[0])
-        if self.stacker is not None:
+        if self.use == "stacker":
             return self.stacker.predict_proba(np.concatenate(features)[None])[0]
+        if self.use in (names := [r.name for r in self.classify_runs]):
+            return probs[names.index(self.use)]
         return np.mean(probs, axis=0)
+
+    def describe(self) -> str:
+        return {"stacker": "stacked ensemble",
+                "plain average": f"average of {len(self.classifiers)} classifier(s)"}.get(
+            self.use, f"{self.use}, the best of the ensemble's candidates")
 
     def training_crops(self, whale: str, count: int) -> list[np.ndarray]:
         return [read_image(path) for path in self.examples.get(whale, [])[:count]]
@@ -121,7 +130,7 @@ def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: st
     return {"photo": str(path), "crop": str(out_dir / f"{stem}_crop.png"),
             "candidates": str(out_dir / f"{stem}_candidates.png"), "bonnet": bonnet.tolist(), "blowhead": blowhead.tolist(),
             "tta_spread_px": spread, "head_length_px": head_length, "whole_photo_fallback": whole,
-            "top": candidates, "stacked": pipe.stacker is not None}
+            "top": candidates, "combined by": pipe.describe()}
 
 
 def confidence_note(result: dict) -> str:
@@ -172,8 +181,7 @@ def main(argv=None) -> int:
             print(f"{path}: skipped: {e}", file=sys.stderr)
             continue
         results.append(result)
-        how = "stacked ensemble" if result["stacked"] else f"average of {len(pipe.classifiers)} classifier(s)"
-        print(f"\n{path} ({how}):")
+        print(f"\n{path} ({result['combined by']}):")
         for rank, (whale, prob) in enumerate(result["top"], 1):
             print(f"  {rank}. {whale}  {prob:.3f}")
         print(f"  {confidence_note(result)}")
