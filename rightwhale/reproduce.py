@@ -98,13 +98,16 @@ def _ensemble_rows(runs: list[Path], out: Path, label: str) -> list[dict]:
     started = time.perf_counter()
     results = run_ensemble(runs, out)
     minutes = (time.perf_counter() - started) / 60
-    used = "plain average" if results["predictions from"] == "plain average" else "stacker, out-of-fold"
+    used = results["predictions from"]      # "stacker", "plain average" or a member run's name
+    used_row = {"stacker": "stacker, out-of-fold", "plain average": "plain average"}.get(used, used)
     rows = []
     for r in results["table"]:
-        if r["model"] in [p.name for p in runs]:
+        member = r["model"] in [p.name for p in runs]
+        if member and r["model"] != used:    # each member has its own row already
             continue
-        mark = " (used for new photos)" if r["model"].startswith(used) else ""
-        rows.append({"step": f"{label}: {r['model']}{mark}", "validation log loss": r["log loss"],
+        mark = " (used for new photos)" if r["model"].startswith(used_row) else ""
+        name = f"best single model, {r['model']}" if member else r["model"]
+        rows.append({"step": f"{label}: {name}{mark}", "validation log loss": r["log loss"],
                      "log loss / ln K": r["log loss / ln K"], "top-1 accuracy": r["top-1 accuracy"],
                      "other": "", "writeup (real data)": "-", "minutes": f"{minutes:.1f}"})
     return rows

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from rightwhale import reproduce
 from rightwhale.reproduce import _run_step
 
 
@@ -44,3 +45,15 @@ def test_a_step_trained_on_crops_cut_again_since_is_refused(tmp_path):
     os.utime(crops / "source.json", (later, later))                            # align ran again
     with pytest.raises(SystemExit, match="crops that .* has replaced since"):
         _run_step(["--stage", "classify"], run, [], "cpu", survey)
+
+
+@pytest.mark.parametrize("used, marked", [("stacker", "stacker, out-of-fold (nested 5-fold CV)"),
+                                          ("plain average", "plain average of the models"),
+                                          ("a", "best single model, a")])
+def test_the_ensemble_row_used_for_new_photos_is_marked(monkeypatch, tmp_path, used, marked):
+    table = [{"model": m, "log loss": 1.0, "log loss / ln K": 0.5, "top-1 accuracy": 0.5}
+             for m in ("a", "b", "plain average of the models", "stacker, out-of-fold (nested 5-fold CV)")]
+    monkeypatch.setattr(reproduce, "run_ensemble", lambda runs, out: {"predictions from": used, "table": table})
+    rows = reproduce._ensemble_rows([tmp_path / "a", tmp_path / "b"], tmp_path / "ensemble", "ensemble")
+    assert [r["step"] for r in rows if "used for new photos" in r["step"]] == [f"ensemble: {marked} (used for new photos)"]
+    assert not any(r["step"].endswith(": b") for r in rows)            # members keep their own rows
