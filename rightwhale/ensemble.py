@@ -136,6 +136,16 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     return results
 
 
+def combine(use: str, run_names: list[str], probs: np.ndarray, features: np.ndarray, stacker=None) -> np.ndarray:
+    """New images' probabilities as the ensemble chose (`use`: "stacker", "plain average" or one of
+    `run_names`), from each run's probabilities (runs, N, K) and the concatenated features (N, F)."""
+    if use == "stacker":
+        return stacker.predict_proba(features)
+    if use == "plain average":
+        return probs.mean(axis=0)
+    return probs[run_names.index(use)]
+
+
 def _write_test_submission(runs, run_dirs, use, stacker, out_dir, classes, gzip, log):
     """Test probabilities of what `use` names (the stacker, the plain average or one run); rows (and their
     order) from the runs' own submission."""
@@ -146,14 +156,7 @@ def _write_test_submission(runs, run_dirs, use, stacker, out_dir, classes, gzip,
     if sub_classes != classes:
         raise DataError(f"{sub_path}: class columns differ from features.npz")
     names, X_test, test_probs, _ = stack_features(runs, "test")
-    if not names:
-        combined = []
-    elif use == "stacker":
-        combined = stacker.predict_proba(X_test)
-    elif use == "plain average":
-        combined = test_probs.mean(axis=0)
-    else:
-        combined = test_probs[[d.name for d in run_dirs].index(use)]
+    combined = combine(use, [d.name for d in run_dirs], test_probs, X_test, stacker) if names else []
     stacked = dict(zip(names, combined))
     fallback = dict(zip(rows, first_probs))  # images some model could not crop: that model's prior row
     missing = [r for r in rows if r not in stacked]

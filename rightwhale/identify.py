@@ -25,7 +25,7 @@ from rightwhale.cache import rescale_points
 from rightwhale.checkpoint import load_variables
 from rightwhale.config import Tta
 from rightwhale.data import DataError, load_survey
-from rightwhale.ensemble import default_runs, resolve_runs
+from rightwhale.ensemble import combine, default_runs, resolve_runs
 from rightwhale.evaluate import load_classifier
 from rightwhale.images import BadImage, read_image
 from rightwhale.models import get_model
@@ -89,11 +89,8 @@ class Pipeline:
             logits, feats = predict(model, variables, x, 1)
             probs.append(softmax(logits[:, :len(self.classes)])[0])
             features.append(feats[0])
-        if self.use == "stacker":
-            return self.stacker.predict_proba(np.concatenate(features)[None])[0]
-        if self.use in (names := [r.name for r in self.classify_runs]):
-            return probs[names.index(self.use)]
-        return np.mean(probs, axis=0)
+        return combine(self.use, [r.name for r in self.classify_runs], np.stack(probs)[:, None],
+                       np.concatenate(features)[None], self.stacker)[0]
 
     def describe(self) -> str:
         return {"stacker": "stacked ensemble",
