@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-STAGES = ("naive", "localize", "align", "classify")
+STAGES = ("naive", "localize", "align", "classify", "match")
 PRESETS = ("cpu", "original")
 
 
@@ -85,6 +85,24 @@ class Tta:
 
 
 @dataclass(frozen=True)
+class Match:
+    """The local-feature matcher (rightwhale/matching.py); beyond the original, chosen by leave-one-out on
+    the training crops of ../shared/data/rightwhale-heads (bench/bench_match.py --tune)."""
+    crop_size: int = 160               # crops are resized to this before SIFT (224 gave the same top-1)
+    max_keypoints: int = 500           # strongest SIFT keypoints per crop
+    neighbours: int = 20               # k of LNBNN; the (k+1)-th neighbour is the normaliser
+    radius: float = 0.09               # a neighbour votes only this near (fraction of the crop) to the query
+    shortlist: int = 20                # whales re-ranked by RANSAC
+    ransac_threshold: float = 0.03     # inlier reprojection error, fraction of the crop
+    ransac_iterations: int = 200
+    max_scale: float = 2.0             # a similarity scaling more than this is no match of aligned crops
+    inlier_weight: float = 1.0         # RANSAC inliers' LNBNN weight added to the whale's score
+    index: str = "ivf"                 # ivf (faiss, approximate), exact (faiss), jax (exact matmul, for a GPU)
+    cells: int = 1024                  # IVF cells
+    probes: int = 16                   # IVF cells searched per query descriptor
+
+
+@dataclass(frozen=True)
 class StageConfig:
     stage: str
     preset: str
@@ -99,6 +117,7 @@ class StageConfig:
     # stretched to it before cropping (crop.lengthen); None crops them as predicted, as the original did
     min_head_length: float | None = None
     aux_targets: bool = False          # classify: also predict pattern type and crop points
+    match: Match | None = None         # match: the local-feature matcher (no network; `model` names it)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,6 +169,8 @@ _ORIGINAL_LOCALIZER = Train(optimizer="adam", learning_rate=1e-4, max_epochs=100
 # original's window of 8 did at 256 px (the map before it is 1/16 of the input).
 WINDOWED_POOL_MODELS = ("localize_pts_dec31", "box_localizer")
 
+MATCHER = "rootsift-lnbnn"       # the match stage's "model": RootSIFT features, LNBNN votes, RANSAC
+
 # stage -> preset -> (model, image size, Train, extra StageConfig fields)
 _PRESETS = {
     "naive": {
@@ -176,6 +197,8 @@ _PRESETS = {
         "cpu": ("resnet19", 64, Train(optimizer="adam", learning_rate=1e-3, max_epochs=60,
                                       patience=20, l2=1e-6, augment=CLASSIFY_AUGMENT), {}),
     },
+    # beyond the original, no GPU needed: one matcher for both presets
+    "match": {preset: (MATCHER, Match.crop_size, Train(), {}) for preset in PRESETS},
 }
 
 
@@ -190,6 +213,11 @@ def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     model, size, train, extra = _PRESETS[stage][preset]
+    if stage == "match":
+        # the matcher is no network: the seed is its only training field, the crop size its input size
+        match = dataclasses.replace(Match(), **{k: v for k, v in overrides.items() if k in Match.__dataclass_fields__})
+        return StageConfig(stage=stage, preset=preset, model=MATCHER, image_size=match.crop_size,
+                           train=Train(seed=overrides.get("seed", train.seed)), match=match)
     if "learning_rate" in overrides and train.final_learning_rate is not None:
         # keep the preset's decay ratio: a new start must not decay "upwards"
         overrides.setdefault("final_learning_rate",

@@ -24,14 +24,19 @@ import numpy as np
 from rightwhale import atomic, metrics
 from rightwhale.data import DataError, source_of
 from rightwhale.report import table
-from rightwhale.stacking import Stacker, choose_params, nested_cv_proba
+from rightwhale.stacking import LogLinearPool, Stacker, choose_params, cross_val_pool, nested_cv_proba
 from rightwhale.submission import read_submission, write_submission
 
 
+POOL = "log-linear pool"     # the members' probabilities weighted and multiplied (stacking.LogLinearPool)
+
+
 def default_runs(runs_root="runs") -> list[Path]:
-    """Every finished RUNS/classify-aligned-*, else those of the reproduction (RUNS/reproduce)."""
+    """Every finished RUNS/classify-aligned-* and RUNS/match-aligned, else those of the reproduction
+    (RUNS/reproduce)."""
     for root in (Path(runs_root), Path(runs_root) / "reproduce"):
-        found = sorted(p for p in root.glob("classify-aligned-*") if (p / "features.npz").is_file())
+        found = sorted(p for p in [*root.glob("classify-aligned-*"), root / "match-aligned"]
+                       if (p / "features.npz").is_file())
         if found:
             return found
     return []
@@ -97,11 +102,13 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     params, losses = choose_params(X, y, k, folds=folds, seed=seed)
     held_out = {"model": f"stacker, out-of-fold (nested {folds}-fold CV)",
                 **_scores(nested_cv_proba(X, y, k, folds=folds, seed=seed), y)}
-    rows += [average, held_out]
-    # Three honest held-out estimates (the average and a single model fit nothing to the validation images);
+    pooled = {"model": f"{POOL}, out-of-fold ({folds}-fold CV)",
+              **_scores(cross_val_pool(probs, y, k, folds=folds, seed=seed), y)}
+    rows += [average, held_out, pooled]
+    # Four honest held-out estimates (the average and a single model fit nothing to the validation images);
     # new photos get the best. With one or two out-of-fold images per whale the stacker often loses, and the
-    # average loses to a member much better than the rest.
-    use = min([("stacker", held_out), ("plain average", average), (best["model"], best)],
+    # average loses to a member much better than the rest; the pool's few weights can weigh them.
+    use = min([("stacker", held_out), (POOL, pooled), ("plain average", average), (best["model"], best)],
               key=lambda c: c[1]["log loss"])[0]
 
     # The trap: fit on in-fold features (each model's own training images).
@@ -113,14 +120,18 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     out_dir = Path(out_dir)
     stacker = Stacker(k, *params).fit(X, y)
     stacker.save(out_dir / "stacker.npz")
+    pool = LogLinearPool().fit(probs, y, k)
+    pool.save(out_dir / "pool.npz")
     atomic.write_json(out_dir / "stacker.json", {"runs": [str(d.resolve()) for d in run_dirs], "classes": classes,
                                                  "feature_dims": [int(r["valid_features"].shape[1]) for r in runs],
                                                  "C": params[0], "floor": params[1], "use": use,
+                                                 "pool weights": dict(zip([d.name for d in run_dirs],
+                                                                          pool.weights_.tolist())),
                                                  "cv_log_loss": {f"C={c} floor={f}": v for (c, f), v in losses.items()}})
     results = {"runs": [d.name for d in run_dirs], "chosen C": params[0], "chosen floor": params[1],
                "best single model": best["model"], "predictions from": use,
                "table": rows}
-    sub = _write_test_submission(runs, run_dirs, use, stacker, out_dir, classes, gzip, log)
+    sub = _write_test_submission(runs, run_dirs, use, (stacker, pool), out_dir, classes, gzip, log)
     if sub:
         results["submission"] = str(sub)
     atomic.write_json(out_dir / "results.json", results)
@@ -136,17 +147,21 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     return results
 
 
-def combine(use: str, run_names: list[str], probs: np.ndarray, features: np.ndarray, stacker=None) -> np.ndarray:
-    """New images' probabilities as the ensemble chose (`use`: "stacker", "plain average" or one of
-    `run_names`), from each run's probabilities (runs, N, K) and the concatenated features (N, F)."""
+def combine(use: str, run_names: list[str], probs: np.ndarray, features: np.ndarray, fitted=(None, None)) -> np.ndarray:
+    """New images' probabilities as the ensemble chose (`use`: "stacker", the pool, "plain average" or one of
+    `run_names`), from each run's probabilities (runs, N, K) and the concatenated features (N, F);
+    `fitted` is (stacker, pool)."""
+    stacker, pool = fitted
     if use == "stacker":
         return stacker.predict_proba(features)
+    if use == POOL:
+        return pool.predict_proba(probs)
     if use == "plain average":
         return probs.mean(axis=0)
     return probs[run_names.index(use)]
 
 
-def _write_test_submission(runs, run_dirs, use, stacker, out_dir, classes, gzip, log):
+def _write_test_submission(runs, run_dirs, use, fitted, out_dir, classes, gzip, log):
     """Test probabilities of what `use` names (the stacker, the plain average or one run); rows (and their
     order) from the runs' own submission."""
     sub_path = run_dirs[0] / "submission.csv"
@@ -156,7 +171,7 @@ def _write_test_submission(runs, run_dirs, use, stacker, out_dir, classes, gzip,
     if sub_classes != classes:
         raise DataError(f"{sub_path}: class columns differ from features.npz")
     names, X_test, test_probs, _ = stack_features(runs, "test")
-    combined = combine(use, [d.name for d in run_dirs], test_probs, X_test, stacker) if names else []
+    combined = combine(use, [d.name for d in run_dirs], test_probs, X_test, fitted) if names else []
     stacked = dict(zip(names, combined))
     fallback = dict(zip(rows, first_probs))  # images some model could not crop: that model's prior row
     missing = [r for r in rows if r not in stacked]

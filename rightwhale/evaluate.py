@@ -1,7 +1,7 @@
-"""python -m rightwhale.evaluate --run R --data-dir DIR: score a trained classifier on any labelled folder.
+"""python -m rightwhale.evaluate --run R --data-dir DIR: score a trained classifier or matcher on any labelled folder.
 
 The folder is in the Kaggle layout (imgs/ + train.csv, and test_labels.csv
-when it has one) of inputs like the run's: head crops for a classify run,
+when it has one) of inputs like the run's: head crops for a classify or match run,
 whole photos for a naive run. Whales the run never saw cannot be predicted;
 they count (at Kaggle's clipped probability) unless --ignore-unseen drops
 them, and either way the report says how many there were.
@@ -23,6 +23,7 @@ from rightwhale.data import DataError, load_survey, report_problems, source_of
 from rightwhale.report import table
 from rightwhale.ensemble import load_features, source_survey
 from rightwhale.stages.classify import build_classifier, softmax
+from rightwhale.stages.match import MatchRun, is_match_run
 from rightwhale.stages.workspace import Rows
 from rightwhale.training import predict
 
@@ -48,7 +49,12 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
     crops cut from it), its training images are left out (their scores say
     nothing about new photos) and counted in the result.
     """
-    model, variables, cfg, classes, trained_on = load_classifier(run_dir)
+    if is_match_run(run_dir):
+        matcher = MatchRun(run_dir)
+        classes, trained_on, size = matcher.classes, matcher.trained_on, matcher.cfg.crop_size
+    else:
+        model, variables, cfg, classes, trained_on = load_classifier(run_dir)
+        size = cfg["image_size"]
     survey = load_survey(data_dir)
     report_problems(survey.problems)
     labelled = {**survey.train, **survey.test_labels}
@@ -57,12 +63,15 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
     index = {c: i for i, c in enumerate(classes)}
     unseen = [n for n, whale in labelled.items() if whale not in index]
     names = [n for n in labelled if (labelled[n] in index or not ignore_unseen) and n not in seen_in_training]
-    cache = build_cache(data_dir, cfg["image_size"], progress=progress)
+    cache = build_cache(data_dir, size, progress=progress)
     names = [n for n in names if n in cache.names]
     if not names:
         raise DataError(f"{data_dir}: no labelled image to score")
-    logits = predict(model, variables, Rows(cache.images, [cache.index(n) for n in names]), batch_size)[0]
-    probs = softmax(logits[:, :len(classes)])
+    rows = Rows(cache.images, [cache.index(n) for n in names])
+    if is_match_run(run_dir):
+        probs = matcher.identify([rows[i] for i in range(len(rows))])[0]
+    else:
+        probs = softmax(predict(model, variables, rows, batch_size)[0][:, :len(classes)])
     # Unseen whales get their own column of zero probability: Kaggle's clipping then scores them.
     probs = np.concatenate([probs, np.zeros((len(names), 1))], axis=1)
     labels = np.array([index.get(labelled[n], len(classes)) for n in names])
@@ -85,7 +94,8 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rightwhale.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--run", required=True, help="a naive or classify run folder (runs/classify-...)")
+    p.add_argument("--run", required=True, help="a naive, classify or match run folder (runs/classify-..., "
+                                                "runs/match-...)")
     p.add_argument("--data-dir", required=True, help="labelled folder in the Kaggle layout (imgs/ + train.csv)")
     p.add_argument("--ignore-unseen", action="store_true",
                    help="drop images of whales the run never saw instead of scoring them as misses")

@@ -25,13 +25,14 @@ from rightwhale.cache import rescale_points
 from rightwhale.checkpoint import load_variables
 from rightwhale.config import Tta
 from rightwhale.data import DataError, load_survey
-from rightwhale.ensemble import combine, default_runs, resolve_runs
+from rightwhale.ensemble import POOL, combine, default_runs, resolve_runs
 from rightwhale.evaluate import load_classifier
 from rightwhale.images import BadImage, read_image
 from rightwhale.models import get_model
-from rightwhale.stacking import Stacker
+from rightwhale.stacking import LogLinearPool, Stacker
 from rightwhale.stages.align import MIN_HEAD_KEY, predict_with_tta
 from rightwhale.stages.classify import softmax
+from rightwhale.stages.match import MatchRun, is_match_run
 from rightwhale.training import predict
 
 CANDIDATE_CROPS = 3     # training crops shown per candidate on the contact sheet
@@ -53,24 +54,28 @@ class Pipeline:
         if not classify_runs:
             raise DataError("no classifier runs: train one with `python train.py --stage classify`")
         self.classify_runs = [Path(r) for r in classify_runs]
-        self.classifiers = [load_classifier(r) for r in self.classify_runs]
-        self.classes = self.classifiers[0][3]
-        for run, (*_, classes, _) in zip(self.classify_runs, self.classifiers):
-            if classes != self.classes:
+        self.classifiers = [MatchRun(r) if is_match_run(r) else load_classifier(r) for r in self.classify_runs]
+        self.matcher = next((m for m in self.classifiers if isinstance(m, MatchRun)), None)
+        self.classes = [m.classes if isinstance(m, MatchRun) else m[3] for m in self.classifiers]
+        for run, classes in zip(self.classify_runs, self.classes):
+            if classes != self.classes[0]:
                 raise DataError(f"{run}: its whales differ from {self.classify_runs[0]}'s; identify with runs "
                                 "trained on one data set")
+        self.classes = self.classes[0]
         self.examples = {}     # whale -> its training crops, from the aligner's crop folder
         if (self.crops_dir / "train.csv").is_file():
             crops = load_survey(self.crops_dir)
             for name, whale in crops.train.items():
                 self.examples.setdefault(whale, []).append(crops.image_path(name))
-        self.stacker, self.use = None, "plain average"      # how the classifiers' outputs combine
+        self.fitted, self.use = (None, None), "plain average"      # how the runs' outputs combine
+        self.matches = None         # the matcher's matches of the last crop classified
         if ensemble_dir and (Path(ensemble_dir) / "stacker.npz").is_file():
             info = json.loads((Path(ensemble_dir) / "stacker.json").read_text())
             if info["runs"] == [str(r.resolve()) for r in self.classify_runs]:
-                self.use = info.get("use", "stacker")      # stacker, plain average, or one run's name
-                if self.use == "stacker":
-                    self.stacker = Stacker.load(Path(ensemble_dir) / "stacker.npz")
+                self.use = info.get("use", "stacker")      # stacker, pool, plain average, or one run's name
+                self.fitted = (Stacker.load(Path(ensemble_dir) / "stacker.npz"),
+                               LogLinearPool.load(Path(ensemble_dir) / "pool.npz")
+                               if (Path(ensemble_dir) / "pool.npz").is_file() else None)
 
     def align(self, path: Path, photo: np.ndarray):
         """(bonnet, blowhead) in photo pixels and the TTA spread in photo pixels."""
@@ -83,17 +88,24 @@ class Pipeline:
 
     def classify(self, head: np.ndarray) -> np.ndarray:
         probs, features = [], []
-        for model, variables, cfg, _, _ in self.classifiers:
+        for member in self.classifiers:
+            if isinstance(member, MatchRun):
+                p, scores, queries, feats = member.identify([head])
+                probs.append(p[0])
+                features.append(scores[0])
+                self.matches = (queries[0], feats[0])
+                continue
+            model, variables, cfg, _, _ = member
             size = cfg["image_size"]
             x = np.asarray(Image.fromarray(head).resize((size, size), Image.BICUBIC))[None]
             logits, feats = predict(model, variables, x, 1)
             probs.append(softmax(logits[:, :len(self.classes)])[0])
             features.append(feats[0])
         return combine(self.use, [r.name for r in self.classify_runs], np.stack(probs)[:, None],
-                       np.concatenate(features)[None], self.stacker)[0]
+                       np.concatenate(features)[None], self.fitted)[0]
 
     def describe(self) -> str:
-        return {"stacker": "stacked ensemble",
+        return {"stacker": "stacked ensemble", POOL: "log-linear pool of the ensemble's runs",
                 "plain average": f"average of {len(self.classifiers)} classifier(s)"}.get(
             self.use, f"{self.use}, the best of the ensemble's candidates")
 
@@ -124,10 +136,42 @@ def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: st
             sheet.append(example)
             titles.append(f"{whale} {p:.2f}" if i == 0 else whale)
     plots.image_grid(sheet, out_dir / f"{stem}_candidates.png", titles=titles, ncols=1 + CANDIDATE_CROPS)
+    inliers = {}
+    if pipe.matcher is not None:        # why the matcher proposes each candidate: its matched keypoints
+        inliers = match_sheet(pipe, head, candidates, out_dir / f"{stem}_matches.png")
     return {"photo": str(path), "crop": str(out_dir / f"{stem}_crop.png"),
             "candidates": str(out_dir / f"{stem}_candidates.png"), "bonnet": bonnet.tolist(), "blowhead": blowhead.tolist(),
             "tta_spread_px": spread, "head_length_px": head_length, "whole_photo_fallback": whole,
-            "top": candidates, "combined by": pipe.describe()}
+            "top": candidates, "combined by": pipe.describe(), "matcher inliers": inliers,
+            "matches": str(out_dir / f"{stem}_matches.png") if inliers else None}
+
+
+def match_sheet(pipe: Pipeline, head: np.ndarray, candidates, path: Path) -> dict:
+    """The query crop beside each candidate's best-matching gallery crop, RANSAC inliers joined; returns the
+    inlier count of each candidate."""
+    (query, feats), run = pipe.matches, pipe.matcher
+    crops_dir = Path(json.loads((run.run_dir / "config.json").read_text())["data_dir"])
+    size = run.cfg.crop_size
+    shown = np.asarray(Image.fromarray(head).resize((size, size), Image.BICUBIC))
+    rows, counts = [], {}
+    for whale, p in candidates:
+        w = pipe.classes.index(whale)
+        counts[whale] = int(query.inliers[w])
+        gi = query.best_image.get(w)
+        if gi is None:
+            continue
+        pairs, g = query.pairs[gi], run.gallery.features(gi)
+        name = run.gallery.names[gi]
+        try:
+            candidate = np.asarray(Image.fromarray(read_image(crops_dir / "imgs" / name)).resize((size, size)))
+        except (BadImage, OSError):
+            continue
+        rows.append({"query": shown, "candidate": candidate, "query_xy": feats.keypoints[pairs[:, 0], :2] * size,
+                     "candidate_xy": g.keypoints[pairs[:, 1], :2] * size,
+                     "title": f"{whale} p={p:.2f}: {len(pairs)} inliers with {name}"})
+    if rows:
+        plots.match_pairs(rows, path)
+    return counts
 
 
 def confidence_note(result: dict) -> str:
@@ -144,8 +188,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs-root", help="folder of the trained runs (default ./runs, else ./runs/reproduce "
                                        "when only the reproduction has trained)")
     p.add_argument("--align", help="aligner run folder (default RUNS/align)")
-    p.add_argument("--runs", nargs="*", help="classifier run folders (default: the ensemble's, else every "
-                                             "RUNS/classify-aligned-*)")
+    p.add_argument("--runs", nargs="*", help="classifier and matcher run folders (default: the ensemble's, "
+                                             "else every RUNS/classify-aligned-* and RUNS/match-aligned)")
     p.add_argument("--ensemble", help="ensemble folder with stacker.npz (default RUNS/ensemble)")
     p.add_argument("--top", type=int, default=5, help="candidates to list (default 5)")
     p.add_argument("--out", default="identified", help="where crops and contact sheets go (default ./identified)")
@@ -181,6 +225,9 @@ def main(argv=None) -> int:
         print(f"\n{path} ({result['combined by']}):")
         for rank, (whale, prob) in enumerate(result["top"], 1):
             print(f"  {rank}. {whale}  {prob:.3f}")
+        if result["matcher inliers"]:
+            print(f"  matcher inliers: {', '.join(f'{w} {n}' for w, n in result['matcher inliers'].items())}"
+                  f"; matches: {result['matches']}")
         print(f"  {confidence_note(result)}")
         if result["whole_photo_fallback"]:
             print("  note: the predicted points could not place a head crop; the whole photo was classified")

@@ -1,6 +1,8 @@
 """Scores of the pipeline: Kaggle's log loss, top-k accuracy, box IoU, point errors. The per-example
 ones (`top_k_hits`, `iou`, `point_errors`) take numpy arrays and, unchanged, JAX arrays inside a
 jitted step, so the training loop and the offline evaluation share one definition."""
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,3 +80,15 @@ def point_errors(pred, true):
     pixels = xp.sqrt(((pred - true).reshape(pred.shape[:-1] + (2, 2)) ** 2).sum(axis=-1))
     length = xp.sqrt(((true[..., 0:2] - true[..., 2:4]) ** 2).sum(axis=-1, keepdims=True))
     return pixels, pixels / xp.maximum(length, 1e-12)
+
+
+def classification_scores(probs, labels, prior) -> dict:
+    """What every classifier's results.json reports: Kaggle's log loss next to chance and the class prior."""
+    k = probs.shape[1]
+    loss = log_loss(probs, labels)
+    return {"validation images": len(labels), "classes": k,
+            "log loss": loss, "log loss / ln K": loss / math.log(k),
+            "top-1 accuracy": top_k_accuracy(probs, labels, 1),
+            "top-5 accuracy": top_k_accuracy(probs, labels, min(5, k)),
+            "chance log loss (ln K)": math.log(k),
+            "class-prior log loss": log_loss(np.tile(prior, (len(labels), 1)), labels)}

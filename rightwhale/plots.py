@@ -89,3 +89,22 @@ def saliency_overlays(images, heatmaps, path, titles=None, ncols: int = 4):
         if titles is not None:
             ax.set_title(titles[i], fontsize=7)
     return save(fig, path)
+
+
+def match_pairs(rows, path, cell: float = 2.2):
+    """One row per query: the query crop beside a candidate crop, RANSAC inlier pairs joined by lines.
+    `rows`: dicts with query, candidate (RGB arrays), query_xy, candidate_xy ((m, 2) pixel points of
+    the pairs) and title."""
+    fig, axes = plt.subplots(len(rows), 1, figsize=(2 * cell, cell * len(rows)), squeeze=False, dpi=100)
+    for ax, row in zip(axes[:, 0], rows):
+        q, c = np.asarray(row["query"]), np.asarray(row["candidate"])
+        h = max(q.shape[0], c.shape[0])
+        pad = lambda im: np.pad(im, ((0, h - im.shape[0]), (0, 0), (0, 0)))  # noqa: E731
+        ax.imshow(np.concatenate([pad(q), np.full((h, 4, 3), 255, np.uint8), pad(c)], axis=1))
+        dx = q.shape[1] + 4
+        for (x0, y0), (x1, y1) in zip(np.asarray(row["query_xy"]), np.asarray(row["candidate_xy"])):
+            ax.plot([x0, x1 + dx], [y0, y1], "-", lw=0.7, color="#60ff60", alpha=0.8)
+            ax.plot([x0, x1 + dx], [y0, y1], "o", ms=2, color="#ffe030")
+        ax.set_title(row["title"], fontsize=7)
+        ax.axis("off")
+    return save(fig, path)

@@ -23,11 +23,12 @@ def table(rows: list[dict]) -> str:
 
 
 def write_report(run_dir, title: str, results: dict, figures: list[tuple[str, str]] = (),
-                 notes: list[str] = ()) -> Path:
+                 notes: list[str] = (), history: bool = True) -> Path:
     """results: metric -> value; figures: (caption, file name in run_dir)."""
     parts = [f"# {title}", "", table([{"metric": k, "value": v} for k, v in results.items()]), ""]
     parts += [f"- {n}" for n in notes] + ([""] if notes else [])
-    parts += ["## Training history", "", "![history](history.png)", ""]
+    if history:
+        parts += ["## Training history", "", "![history](history.png)", ""]
     for caption, name in figures:
         parts += [f"## {caption}", "", f"![{caption}]({name})", ""]
     path = Path(run_dir) / "report.md"

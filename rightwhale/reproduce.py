@@ -1,9 +1,10 @@
 """python -m rightwhale reproduce: the whole pipeline in order, then REPRODUCTION.md.
 
 Runs naive, localize, box + classify, align, align + classify with three
-classifiers, and the ensemble on the embedded survey (or --data-dir), with
-the CPU preset unless told otherwise; with --real-heads DIR also the
-classifiers and their ensemble on a folder of real head crops. Every number
+classifiers, the local-feature matcher on annotated and aligned crops, and
+the ensemble on the embedded survey (or --data-dir), with the CPU preset
+unless told otherwise; with --real-heads DIR also the classifiers, the
+matcher and their ensemble on a folder of real head crops. Every number
 in the report comes from this run's folders. A step whose run folder
 already holds results is reused (resumable); --fresh starts over.
 """
@@ -21,14 +22,13 @@ from pathlib import Path
 
 from rightwhale import atomic
 from rightwhale.config import PRESETS, stage_config
-from rightwhale.crop import crop_data_dir
-from rightwhale.data import resolve_data_dir, source_of
+from rightwhale.data import resolve_data_dir
 from rightwhale.ensemble import run_ensemble, source_survey
 from rightwhale.report import table
 from rightwhale.stages import main as train_main
+from rightwhale.stages.crops import ANNOTATED, annotated_crops
 
 ENSEMBLE_MODELS = ("resnet19", "cropped_dec21_3", "oxfordnet19_gap")
-ANNOTATED = "annotated-crops"   # crops from the annotated points: what a perfect aligner would give
 # (row, train.py arguments, run folder under RUNS, what the writeup reports on the real data)
 STEPS = [
     ("naive: whole photo", ["--stage", "naive"], "naive", "about 5.8 (0.95 of chance)"),
@@ -40,6 +40,9 @@ STEPS = [
      "classify-annotated-resnet19", "-"),
     *[(f"aligned crops + classify ({m})", ["--stage", "classify", "--model", m], f"classify-aligned-{m}", "-")
       for m in ENSEMBLE_MODELS],
+    ("annotated points + match (local features, no network)", ["--stage", "match", "--crops", ANNOTATED],
+     "match-annotated", "-"),
+    ("aligned crops + match (local features, no network)", ["--stage", "match"], "match-aligned", "-"),
 ]
 REFERENCE = ("The writeup (real data, 447 whales, chance ln 447 = 6.10): naive about 5.8, box crops about 5.0; "
              "the 1st place team reported 87% accuracy.")
@@ -69,8 +72,11 @@ def _run_step(args: list[str], folder: Path, common: list[str], preset: str, sur
             raise SystemExit(f"reproduce: {folder} was trained on crops that {crops.parent} has replaced "
                              "since; use --fresh")
         print(f"reusing {folder}")
+        results = json.loads((folder / "results.json").read_text())
+        if "minutes" in results:       # a match run: no training history
+            return results, results["minutes"]
         history = json.loads((folder / "history.json").read_text())
-        return json.loads((folder / "results.json").read_text()), sum(e["seconds"] for e in history) / 60
+        return results, sum(e["seconds"] for e in history) / 60
     resume = ["--continue-training"] if (folder / "last.msgpack").is_file() else []
     started = time.perf_counter()
     status = train_main([*args, *common, "--run-dir", str(folder), *resume])
@@ -121,19 +127,15 @@ def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: st
                        *runs_root.glob("real-heads-*")]:
             shutil.rmtree(folder, ignore_errors=True)
     common = ["--runs", str(runs_root), "--preset", preset, "--no-progress"] + (["--data-dir", data_dir] if data_dir else [])
-    survey, annotated = resolve_data_dir(data_dir), runs_root / ANNOTATED
-    if not (annotated / "source.json").is_file() or source_of(annotated) != survey.resolve():
-        size = stage_config("align", preset).crop_size
-        shutil.rmtree(annotated, ignore_errors=True)
-        crop_data_dir(survey, annotated, size, size, progress=False)
+    survey, annotated = resolve_data_dir(data_dir), annotated_crops(runs_root, data_dir, preset, progress=False)
     rows = []
     reused = sorted(p.parent.name for p in runs_root.glob("*/results.json") if "ensemble" not in p.parent.name)
     for name, args, folder, reference in STEPS:
         args = [str(annotated) if a == ANNOTATED else a for a in args]
         results, minutes = _run_step(args, runs_root / folder, common, preset, survey)
         rows.append(_row(name, results, minutes, reference))
-    rows += _ensemble_rows([runs_root / f"classify-aligned-{m}" for m in ENSEMBLE_MODELS], runs_root / "ensemble",
-                           "ensemble")
+    rows += _ensemble_rows([*(runs_root / f"classify-aligned-{m}" for m in ENSEMBLE_MODELS),
+                            runs_root / "match-aligned"], runs_root / "ensemble", "ensemble")
     rows.append({"step": "1st place team (real data, as reported)", "validation log loss": "-", "log loss / ln K": "-",
                  "top-1 accuracy": 0.87, "other": "", "writeup (real data)": "-", "minutes": "-"})
     real_rows = []
@@ -146,6 +148,12 @@ def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: st
                                          preset, Path(real_heads))
             real_rows.append(_row(f"real heads + classify ({model})", results, minutes, "-"))
             real_runs.append(folder)
+        folder = runs_root / "real-heads-match"
+        results, minutes = _run_step(["--stage", "match", "--crops", real_heads], folder,
+                                     ["--runs", str(runs_root), "--preset", preset, "--no-progress"], preset,
+                                     Path(real_heads))
+        real_rows.append(_row("real heads + match (local features, no network)", results, minutes, "-"))
+        real_runs.append(folder)
         real_rows += _ensemble_rows(real_runs, runs_root / "real-heads-ensemble", "real heads ensemble")
     command = "python -m rightwhale reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else sys.argv[1:])
     with open(runs_root / "classify-aligned-resnet19" / "results.json") as f:
@@ -160,7 +168,7 @@ def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: st
         table(rows), ""]
     if real_rows:
         parts += ["## Real head crops", "",
-                  f"`{real_heads}`: the classifier stage on real aligned head crops, {real_epochs} epochs, "
+                  f"`{real_heads}`: the classifier stage ({real_epochs} epochs) and the matcher on real aligned head crops, "
                   "with its own stored split.", "", table(real_rows), ""]
     if reused:
         parts += [f"Reused from an earlier run of this command (same preset, data and epochs; minutes are their "

@@ -113,3 +113,59 @@ def nested_cv_proba(features, labels, num_classes, grid=GRID, folds=5, seed=0) -
         stacker = Stacker(num_classes, *params).fit(features[fit_idx], labels[fit_idx])
         out[held_idx] = stacker.predict_proba(features[held_idx])
     return out
+
+
+@dataclass
+class LogLinearPool:
+    """p ∝ exp(sum_m w_m log p_m), mixed with the prior by `floor`: the members' probabilities stacked with
+    one weight per member, shared by every whale.
+
+    A stacker over concatenated features needs images of every whale to learn that whale's columns, and
+    out-of-fold data has one or two; these few weights are learnt from all images at once, so a matcher
+    and a CNN can be combined by how far each is to be trusted.
+    """
+    weights_: np.ndarray | None = None     # (members,)
+    floor: float = 0.0
+    prior_: np.ndarray | None = None
+
+    def _log_proba(self, log_probs, weights, floor):
+        z = np.tensordot(weights, log_probs, axes=1)
+        z = z - z.max(axis=1, keepdims=True)
+        z = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return np.logaddexp(np.log1p(-floor) + z, np.log(floor) + np.log(self.prior_))
+
+    def fit(self, probs: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> "LogLinearPool":
+        """probs: (members, N, K) probabilities of the same images."""
+        from scipy.optimize import minimize
+        from scipy.special import expit
+        log_probs = np.log(np.clip(probs, 1e-15, 1))
+        self.prior_ = class_prior(labels, num_classes or probs.shape[2])
+        rows = np.arange(len(labels))
+
+        def loss(theta):
+            return -self._log_proba(log_probs, np.exp(theta[:-1]), expit(theta[-1]))[rows, labels].mean()
+        m = len(probs)
+        best = minimize(loss, x0=[*np.full(m, np.log(1 / m)), -4.0], method="L-BFGS-B",
+                        bounds=[(-8, 3)] * m + [(-12, 0)])
+        self.weights_, self.floor = np.exp(best.x[:-1]), float(expit(best.x[-1]))
+        return self
+
+    def predict_proba(self, probs: np.ndarray) -> np.ndarray:
+        return np.exp(self._log_proba(np.log(np.clip(probs, 1e-15, 1)), self.weights_, self.floor))
+
+    def save(self, path) -> None:
+        atomic.write_npz(path, weights=self.weights_, floor=self.floor, prior=self.prior_)
+
+    @classmethod
+    def load(cls, path) -> "LogLinearPool":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["weights"], float(z["floor"]), z["prior"])
+
+
+def cross_val_pool(probs, labels, num_classes, folds=5, seed=0) -> np.ndarray:
+    """Held-out probabilities of the log-linear pool: each row from a pool fitted without it."""
+    out = np.zeros((len(labels), num_classes))
+    for fit_idx, held_idx in KFold(min(folds, len(labels)), shuffle=True, random_state=seed).split(labels):
+        pool = LogLinearPool().fit(probs[:, fit_idx], labels[fit_idx], num_classes)
+        out[held_idx] = pool.predict_proba(probs[:, held_idx])
+    return out

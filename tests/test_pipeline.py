@@ -13,7 +13,7 @@ from rightwhale.data import load_survey
 from rightwhale.ensemble import main as ensemble_main
 from rightwhale.evaluate import evaluate
 from rightwhale.split import ensure_split, load_split
-from rightwhale.stacking import Stacker
+from rightwhale.stacking import LogLinearPool, Stacker
 from rightwhale.stages import main
 from rightwhale.submission import check_submission, read_submission
 
@@ -34,6 +34,7 @@ class Pipeline:
         "classify boxes": (("localize",), lambda p: p.run("--stage", "classify", "--crops", "boxes",
                                                           "--image-size", "16")),
         "naive": ((), lambda p: p.run("--stage", "naive", "--image-size", "32")),
+        "match": (("align",), lambda p: p.run("--stage", "match")),
         "ensemble": (("classify", "oxfordnet"), lambda p: ensemble_main(
             ["--runs", *map(str, p.members), "--out", str(p.runs / "ensemble"), "--folds", "2"])),
     }
@@ -154,17 +155,22 @@ def test_ensemble_stacks_out_of_fold_features(pipeline):
     assert {r["model"] for r in results["table"]} >= {"plain average of the models",
                                                      "stacker, out-of-fold (nested 2-fold CV)"}
     check_submission(runs / "ensemble" / "submission.csv", survey / "sample_submission.csv")
-    # new photos get the best of the three honest estimates
+    # new photos get the best of the four honest estimates
     losses = {r["model"]: r["log loss"] for r in results["table"]}
     best = results["best single model"]
     candidates = {"stacker": losses["stacker, out-of-fold (nested 2-fold CV)"],
+                  "log-linear pool": losses["log-linear pool, out-of-fold (2-fold CV)"],
                   "plain average": losses["plain average of the models"], best: losses[best]}
     used = results["predictions from"]
     assert used == min(candidates, key=candidates.get)
     _, _, combined = read_submission(runs / "ensemble" / "submission.csv")
     members_probs = {m.name: read_submission(m / "submission.csv")[2] for m in members}
-    if used != "stacker":
+    if used == "log-linear pool":      # the submission is the pool of the members' submission rows
+        pool = LogLinearPool.load(runs / "ensemble" / "pool.npz")
+        expected = pool.predict_proba(np.stack(list(members_probs.values())))
+    elif used != "stacker":
         expected = np.mean(list(members_probs.values()), axis=0) if used == "plain average" else members_probs[used]
+    if used != "stacker":
         np.testing.assert_allclose(combined, expected, atol=1e-6)
     assert Stacker.load(runs / "ensemble" / "stacker.npz").coef_.shape[1] == sum(widths) == 64 + 128
 
@@ -181,12 +187,32 @@ def test_identify_a_photo(pipeline, tmp_path, capsys):
     assert status == 0
     out = capsys.readouterr()
     use = json.loads((runs / "ensemble" / "stacker.json").read_text())["use"]
-    assert {"stacker": "stacked ensemble", "plain average": "average of 2 classifier(s)"}.get(
+    assert {"stacker": "stacked ensemble", "plain average": "average of 2 classifier(s)",
+            "log-linear pool": "log-linear pool of the ensemble's runs"}.get(
         use, f"{use}, the best of the ensemble's candidates") in out.out
     assert "TTA spread" in out.out and out.out.count("  1. whale_") == 1
     assert "broken.jpg: skipped" in out.err
     assert (tmp_path / "out" / f"{photo.stem}_crop.png").is_file()
     assert (tmp_path / "out" / f"{photo.stem}_candidates.png").is_file()
+
+
+def test_identify_and_evaluate_with_the_matcher(pipeline, tmp_path, capsys):
+    survey, runs = pipeline.survey, pipeline.runs
+    pipeline.ensure("classify", "match")
+    members = [runs / "classify-aligned-resnet19", runs / "match-aligned"]
+    assert ensemble_main(["--runs", *map(str, members), "--out", str(tmp_path / "ens"), "--folds", "2"]) == 0
+    photo = survey / "imgs" / sorted(json.loads((runs / "align" / "predictions.json").read_text()))[0]
+    capsys.readouterr()
+    assert rightwhale_main(["identify", str(photo), "--runs-root", str(runs), "--ensemble", str(tmp_path / "ens"),
+                            "--out", str(tmp_path / "out"), "--top", "3"]) == 0
+    result = json.loads((tmp_path / "out" / "identified.json").read_text())[0]
+    top = [whale for whale, _ in result["top"]]
+    assert list(result["matcher inliers"]) == top          # the matcher's evidence for every candidate
+    assert "matcher inliers" in capsys.readouterr().out
+    scores = evaluate(runs / "match-aligned", runs / "align" / "crops", progress=False)
+    split = load_split(load_survey(survey))
+    assert scores["training images of the run left out"] == len(split.train)
+    assert 0 <= scores["top-1 accuracy"] <= 1 and math.isfinite(scores["log loss"])
 
 
 def test_classify_with_auxiliary_heads_then_evaluate(pipeline):

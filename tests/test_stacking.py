@@ -55,3 +55,19 @@ def test_one_fit_per_C_gives_what_a_fit_per_grid_point_gives():
             expected[held_idx] = Stacker(5, C, floor).fit(X[fit_idx], y[fit_idx]).predict_proba(X[held_idx])
         np.testing.assert_allclose(probas[(C, floor)], expected)
     assert not np.allclose(probas[(0.01, 0.05)], probas[(0.01, 0.5)])
+
+
+def test_log_linear_pool_trusts_the_member_that_knows():
+    from rightwhale.stacking import LogLinearPool, cross_val_pool
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 8, 120)
+    sharp = np.full((120, 8), 0.02)
+    sharp[np.arange(120), labels] = 0.86                     # right, confident
+    noise = rng.dirichlet(np.ones(8), 120)                   # knows nothing
+    probs = np.stack([sharp, noise])
+    pool = LogLinearPool().fit(probs, labels, 8)
+    assert pool.weights_[0] > 5 * pool.weights_[1]
+    p = pool.predict_proba(probs)
+    assert np.allclose(p.sum(axis=1), 1) and (p.argmax(axis=1) == labels).all()
+    held = cross_val_pool(probs, labels, 8, folds=3)
+    assert log_loss(held, labels) < log_loss(noise, labels)

@@ -15,11 +15,14 @@ from pathlib import Path
 from rightwhale.config import PRESETS, STAGES, stage_config
 from rightwhale.data import DataError, report_problems, resolve_data_dir
 
+CROP_STAGES = ("classify", "match")     # the stages that read head crops
+
 EPILOG = """examples:
   python train.py --stage align                      # aligner on the embedded survey, CPU preset
   python train.py --stage classify                   # classifier on the aligned head crops
   python train.py --stage localize && python train.py --stage classify --crops boxes
   python train.py --stage classify --crops DIR       # a folder of ready crops (imgs/ + train.csv)
+  python train.py --stage match --crops ../shared/data/rightwhale-heads   # local features, real crops
   python train.py --stage naive --preset original --data-dir /data/kaggle
 """
 
@@ -30,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", required=True, choices=STAGES,
                    help="naive: whole-photo classifier; localize: head-box regressor and box crops; "
-                        "align: bonnet/blowhead aligner and aligned head crops; classify: classifier on crops")
+                        "align: bonnet/blowhead aligner and aligned head crops; classify: classifier on crops; "
+                        "match: local-feature matcher on crops (no network, beyond the original)")
     p.add_argument("--data-dir", help="data directory in the Kaggle layout (train.csv, imgs/, "
                                       "sample_submission.csv, points1/2.json); default: the embedded "
                                       "synthetic survey in ./data/synthetic-survey, generated on first use. "
@@ -47,8 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-size", type=int, help="localize/align: size of the head crops they write (default: the preset's)")
     p.add_argument("--seed", type=int, help="training seed (data order, init, augmentation); default 42")
     p.add_argument("--crops", default="aligned",
-                   help="classify only: 'aligned' (runs/align/crops, default), 'boxes' "
-                        "(runs/localize/crops) or a data directory of ready crops")
+                   help="classify and match: 'aligned' (runs/align/crops, default), 'boxes' "
+                        "(runs/localize/crops), 'annotated' (cut from the annotated points, made on first "
+                        "use in RUNS/annotated-crops) or a data directory of ready crops")
     p.add_argument("--aux-targets", action="store_true",
                    help="classify only: auxiliary heads for the whale's pattern type (whale_types.csv) and the "
                         "bonnet/blowhead position in the crop, as the 1st place team did")
@@ -71,10 +76,10 @@ def _overrides(args) -> dict:
 def default_run_dir(args, cfg) -> Path:
     if args.run_dir:
         return Path(args.run_dir)
-    if args.stage != "classify":
+    if args.stage not in CROP_STAGES:
         return Path(args.runs) / args.stage
-    crops = args.crops if args.crops in ("aligned", "boxes") else Path(args.crops).name
-    return Path(args.runs) / f"classify-{crops}-{cfg.model}"
+    crops = args.crops if args.crops in ("aligned", "boxes", "annotated") else Path(args.crops).name
+    return Path(args.runs) / (f"classify-{crops}-{cfg.model}" if args.stage == "classify" else f"match-{crops}")
 
 
 def run_stage(args) -> dict:
@@ -84,8 +89,8 @@ def run_stage(args) -> dict:
     cfg = stage_config(args.stage, args.preset, **_overrides(args))
     progress = not args.no_progress
     parent = None
-    if args.stage == "classify":
-        data_dir = crops.resolve(args.crops, Path(args.runs))
+    if args.stage in CROP_STAGES:
+        data_dir = crops.resolve(args.crops, Path(args.runs), args.data_dir, args.preset, progress)
         parent = crops.parent_survey(data_dir, args.data_dir)
     else:
         data_dir = resolve_data_dir(args.data_dir)
@@ -102,8 +107,10 @@ def run_stage(args) -> dict:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.stage != "classify" and (args.crops != "aligned" or args.aux_targets):
-        parser().error("--crops and --aux-targets apply to --stage classify only")
+    if args.stage not in CROP_STAGES and args.crops != "aligned":
+        parser().error("--crops applies to --stage classify and match only")
+    if args.stage != "classify" and args.aux_targets:
+        parser().error("--aux-targets applies to --stage classify only")
     if args.crop_size is not None and args.stage not in ("localize", "align"):
         parser().error("--crop-size applies to --stage localize and align (the stages that write crops)")
     try:

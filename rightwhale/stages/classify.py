@@ -10,7 +10,6 @@ features of every image for the ensemble (features.npz).
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import optax
@@ -96,17 +95,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def score(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray) -> dict:
-    k = probs.shape[1]
-    loss = metrics.log_loss(probs, labels)
-    return {"validation images": len(labels), "classes": k,
-            "log loss": loss, "log loss / ln K": loss / math.log(k),
-            "top-1 accuracy": metrics.top_k_accuracy(probs, labels, 1),
-            "top-5 accuracy": metrics.top_k_accuracy(probs, labels, min(5, k)),
-            "chance log loss (ln K)": math.log(k),
-            "class-prior log loss": metrics.log_loss(np.tile(prior, (len(labels), 1)), labels)}
-
-
 def train_classifier(ws: Workspace, cache):
     """Fit, reload the best weights, score validation, write predictions; returns
     (model, variables, results, names by split, probabilities by split).
@@ -139,7 +127,7 @@ def train_classifier(ws: Workspace, cache):
         found = dict(zip(names[split], probs[split]))
         return np.stack([found.get(r, prior) for r in rows]) if rows else np.zeros((0, len(prior)))
 
-    results = score(rows_for("valid", ws.split.valid), labelled.labels_array(ws.split.valid), prior)
+    results = metrics.classification_scores(rows_for("valid", ws.split.valid), labelled.labels_array(ws.split.valid), prior)
     results["validation images without input (scored with the prior)"] = len(ws.split.valid) - len(names["valid"])
     write_submission(ws.path("valid_probabilities.csv"), names["valid"], labelled.classes, probs["valid"])
     if labelled.submission_rows:   # every row of sample_submission.csv; a test photo without input gets the prior

@@ -12,7 +12,9 @@ import shutil
 from pathlib import Path
 
 from rightwhale import atomic, crop
-from rightwhale.data import DataError, load_survey, report_problems, sloth_boxes, sloth_points
+from rightwhale.config import stage_config
+from rightwhale.data import DataError, load_survey, report_problems, resolve_data_dir, sloth_boxes, sloth_points, \
+    source_of
 
 CROP_SOURCES = {"aligned": ("align", "head"), "boxes": ("localize", "box")}
 
@@ -59,8 +61,24 @@ def write_crops(ws, kind: str, points: dict | None = None, boxes: dict | None = 
     return {"count": len(made["cropped"]), "fallback": made["fallback"]}
 
 
-def resolve(arg: str, runs_root: Path) -> Path:
-    """--crops aligned | boxes | DIR -> a crop data directory, or a MissingInput naming the fix."""
+ANNOTATED = "annotated-crops"    # RUNS/annotated-crops: what an aligner without errors would crop
+
+
+def annotated_crops(runs_root: Path, data_dir=None, preset: str = "cpu", progress: bool = True) -> Path:
+    """Head crops of the survey cut from its annotated points (at the align stage's crop size), made on
+    first use and again when they were cut from another survey."""
+    survey, out = resolve_data_dir(data_dir), Path(runs_root) / ANNOTATED
+    if not (out / "source.json").is_file() or source_of(out) != survey.resolve():
+        size = stage_config("align", preset).crop_size
+        shutil.rmtree(out, ignore_errors=True)
+        crop.crop_data_dir(survey, out, size, size, progress=progress)
+    return out
+
+
+def resolve(arg: str, runs_root: Path, data_dir=None, preset: str = "cpu", progress: bool = True) -> Path:
+    """--crops aligned | boxes | annotated | DIR -> a crop data directory, or a MissingInput naming the fix."""
+    if arg == "annotated":
+        return annotated_crops(runs_root, data_dir, preset, progress)
     if arg in CROP_SOURCES:
         stage, _ = CROP_SOURCES[arg]
         path = Path(runs_root) / stage / "crops"
@@ -71,7 +89,7 @@ def resolve(arg: str, runs_root: Path) -> Path:
     path = Path(arg)
     if not (path / "train.csv").is_file():
         raise MissingInput(f"--crops {arg}: not a data directory of crops (no train.csv); use "
-                           "'aligned', 'boxes' or a folder of JPEGs in imgs/ plus train.csv")
+                           "'aligned', 'boxes', 'annotated' or a folder of JPEGs in imgs/ plus train.csv")
     return path
 
 

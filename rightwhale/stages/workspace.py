@@ -16,7 +16,7 @@ from rightwhale import atomic
 from rightwhale.cache import ImageCache, build_cache
 from rightwhale.config import StageConfig
 from rightwhale.data import DataError, Survey, load_survey, report_problems, save_classes
-from rightwhale.split import Split, ensure_split, load_split
+from rightwhale.split import Split, ensure_split
 
 # Fields a resumed run may change: how long it trains (max_epochs only without a
 # learning-rate decay, whose schedule spans max_epochs).
@@ -125,6 +125,6 @@ def open_workspace(cfg: StageConfig, data_dir, run_dir, resume: bool = False, pa
     survey = load_survey(data_dir)
     report_problems(survey.problems)
     save_classes(survey)
-    split = load_split(parent) if parent is not None else ensure_split(survey, cfg.split)
+    split = ensure_split(parent if parent is not None else survey, cfg.split)
     prepare_run_dir(Path(run_dir), cfg, data_dir, resume)
     return Workspace(cfg, survey, split, Path(run_dir), resume, progress, log, parent)

@@ -1,0 +1,69 @@
+"""The matcher on real head crops: feature extraction and query milliseconds per crop against the full
+3,610-crop gallery, and the approximate index (faiss IVF, 8-bit) against exact search in the same run:
+top-1 / top-5 of leave-one-out queries and the speed ratio. Targets: query < 100 ms, extraction < 30 ms,
+approximate within 1 point of exact; the gallery's memory is printed.
+
+    python bench/bench_match.py [--heads DIR] [--queries 300]
+
+Uses ../shared/data/rightwhale-heads (imgs/ + train.csv).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rightwhale import matching, metrics
+from rightwhale.cache import build_cache
+from rightwhale.config import stage_config
+from rightwhale.data import load_survey
+from rightwhale.stages.match import build_gallery, stacked
+
+REAL_HEADS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rightwhale-heads"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--heads", type=Path, default=REAL_HEADS)
+    p.add_argument("--queries", type=int, default=300, help="leave-one-out queries timed (random crops)")
+    args = p.parse_args(argv)
+    cfg = stage_config("match").match
+    survey = load_survey(args.heads)
+    cache = build_cache(args.heads, cfg.crop_size, progress=False)
+    names = [n for n in survey.train if n in cache.names]
+    images = [cache.images[cache.index(n)] for n in names]
+
+    started = time.perf_counter()
+    features, _ = matching.extract(images, names, cfg.max_keypoints, progress=False)
+    extract_ms = (time.perf_counter() - started) / len(names) * 1000
+    gallery = build_gallery(names, [survey.train[n] for n in names], features, cfg, seed=0)
+    print(f"gallery: {len(gallery)} crops, {len(gallery.descriptors)} descriptors; arrays "
+          f"{gallery.nbytes() / 2**20:.0f} MB (+ the IVF index's 8-bit codes, "
+          f"{len(gallery.descriptors) * matching.DIM / 2**20:.0f} MB)")
+    print(f"feature extraction: {extract_ms:.1f} ms per crop ({cfg.crop_size} px, target < 30)")
+
+    classes = sorted(set(gallery.whales))
+    labels = np.array([classes.index(w) for w in gallery.whales])
+    others = np.bincount(labels)[labels] > 1      # a whale with another crop can be found at all
+    rng = np.random.default_rng(0)
+    pick = rng.choice(np.flatnonzero(others), min(args.queries, int(others.sum())), replace=False)
+    results = {}
+    for kind in ("ivf", "exact"):
+        import dataclasses
+        matcher = matching.Matcher(gallery, classes, dataclasses.replace(cfg, index=kind))
+        started = time.perf_counter()
+        scores = stacked(matcher.score_many([features[i] for i in pick], exclude=[names[i] for i in pick]),
+                         len(classes))
+        ms = (time.perf_counter() - started) / len(pick) * 1000
+        results[kind] = ms
+        print(f"{kind:>5}: query {ms:.1f} ms per crop; leave-one-out top-1 "
+              f"{metrics.top_k_accuracy(scores, labels[pick], 1):.1%}, top-5 "
+              f"{metrics.top_k_accuracy(scores, labels[pick], 5):.1%} ({len(pick)} queries)")
+    print(f"ivf / exact speed: {results['exact'] / results['ivf']:.1f}x faster; "
+          f"query + extraction {results['ivf'] + extract_ms:.0f} ms per crop (target < 100 query)")
+
+
+if __name__ == "__main__":
+    main()

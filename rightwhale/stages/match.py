@@ -1,0 +1,216 @@
+"""Stage "match" (beyond the original): identify head crops by local features, no network, no GPU.
+
+Builds the matcher's gallery (rightwhale/matching.py) from the crops of the
+stored training split, fits its temperature and floor on leave-one-out
+scores of those same training crops, and scores the validation and test
+crops against the gallery. Writes what a classify run writes: results.json
+(log loss, top-1, top-5), valid_probabilities.csv, submission.csv,
+features.npz (per-whale scores of every crop; the training crops' are
+leave-one-out, so a stacker never sees a crop matched with itself) and
+report.md with pictures of matches, plus gallery.npz and calibration.json
+for `identify` and `evaluate`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rightwhale import matching, metrics, plots
+from rightwhale.cache import build_cache
+from rightwhale.config import Match
+from rightwhale.data import DataError, Problem, load_survey, report_problems
+from rightwhale.report import write_report
+from rightwhale.stages.workspace import Workspace
+from rightwhale.submission import write_submission
+
+GALLERY, CALIBRATION = "gallery.npz", "calibration.json"
+
+
+def stacked(queries, classes: int) -> np.ndarray:
+    """(queries, classes) scores, also for no query."""
+    return np.array([q.scores for q in queries], np.float64).reshape(len(queries), classes)
+
+
+def build_gallery(names, whales, features, cfg, seed: int) -> matching.Gallery:
+    gallery = matching.Gallery.empty().add(names, whales, features)
+    gallery.centroids = matching.train_centroids(gallery.descriptors, cfg.cells, seed)
+    return gallery
+
+
+def leave_one_out(matcher: matching.Matcher, names, features, labels, progress: bool):
+    """Scores of gallery crops against the rest of the gallery, and which of them can be calibrated on:
+    a crop whose whale has no other crop in the gallery cannot be matched by anything."""
+    scores = stacked(matcher.score_many(features, exclude=names, progress=progress), len(matcher.classes))
+    others = np.bincount(labels, minlength=len(matcher.classes))[labels] > 1
+    return scores, others
+
+
+def run(ws: Workspace) -> dict:
+    cfg, labelled = ws.cfg.match, ws.labels_source
+    started = time.perf_counter()
+    cache = ws.cache(cfg.crop_size)
+    names = ws.present(cache, test=labelled.test)
+    features, problems = {}, []
+    for split, split_names in names.items():
+        found, bad = matching.extract([cache.images[cache.index(n)] for n in split_names], split_names,
+                                      cfg.max_keypoints, ws.progress, desc=f"features, {split}")
+        features[split] = found
+        problems += [Problem(str(ws.survey.image_path(n)), None, why, "no features") for n, why in bad]
+    report_problems(problems)
+    classes = labelled.classes
+    labels = {s: labelled.labels_array(names[s]) for s in ("train", "valid")}
+    gallery = build_gallery(names["train"], [labelled.train[n] for n in names["train"]], features["train"], cfg,
+                            ws.cfg.train.seed)
+    gallery.save(ws.path(GALLERY))
+    matcher = matching.Matcher(gallery, classes, cfg)
+    ws.log(f"gallery: {len(gallery)} crops, {len(gallery.descriptors)} descriptors, "
+           f"{gallery.nbytes() / 2**20:.0f} MB; leave-one-out scores for calibration")
+    loo, usable = leave_one_out(matcher, names["train"], features["train"], labels["train"], ws.progress)
+    prior = metrics.class_prior(labels["train"], len(classes))
+    calibration = matching.calibrate(loo[usable], labels["train"][usable], prior)
+    ws.write_json(CALIBRATION, calibration.to_dict())
+
+    queries = {s: matcher.score_many(features[s], progress=ws.progress) for s in ("valid", "test")}
+    scores = {"train": loo, **{s: stacked(queries[s], len(classes)) for s in queries}}
+    probs = {s: calibration.probabilities(v) if len(v) else np.zeros((0, len(classes))) for s, v in scores.items()}
+
+    def rows_for(split, rows):      # a crop without input gets the prior, as in classify
+        found = dict(zip(names[split], probs[split]))
+        return np.stack([found.get(r, prior) for r in rows]) if rows else np.zeros((0, len(prior)))
+
+    results = metrics.classification_scores(rows_for("valid", ws.split.valid),
+                                            labelled.labels_array(ws.split.valid), prior)
+    loo_scores = metrics.classification_scores(probs["train"][usable], labels["train"][usable], prior)
+    results.update({
+        "validation images without input (scored with the prior)": len(ws.split.valid) - len(names["valid"]),
+        "training crops, leave-one-out: log loss": loo_scores["log loss"],
+        "training crops, leave-one-out: top-1 accuracy": loo_scores["top-1 accuracy"],
+        "temperature": calibration.temperature, "floor": calibration.floor,
+        "gallery crops": len(gallery), "gallery descriptors": int(len(gallery.descriptors)),
+        "gallery MB": gallery.nbytes() / 2**20, "crops without features": len(problems),
+        "minutes": (time.perf_counter() - started) / 60})
+    write_submission(ws.path("valid_probabilities.csv"), names["valid"], classes, probs["valid"])
+    if labelled.submission_rows:
+        write_submission(ws.path("submission.csv"), labelled.submission_rows, classes,
+                         rows_for("test", labelled.submission_rows))
+    ws.write_npz("features.npz", classes=np.array(classes),
+                 **{f"{s}_names": np.array(n, dtype=str) for s, n in names.items()},
+                 **{f"{s}_features": scores[s] for s in names},
+                 **{f"{s}_probabilities": probs[s] for s in names},
+                 **{f"{s}_labels": labels[s] for s in labels})
+    ws.write_json("results.json", results)
+    match_figure(cache, gallery, names["valid"], features["valid"], queries["valid"], probs["valid"], classes,
+                 labels["valid"], ws.path("valid_matches.png"))
+    write_report(ws.run_dir, "Local-feature matcher (RootSIFT, LNBNN, RANSAC)", results, history=False,
+                 figures=[("Validation crops (left) and the best crop of the top whale (right), RANSAC inliers "
+                           "joined", "valid_matches.png")],
+                 notes=[f"data: {ws.survey.root}", f"matcher: {cfg}",
+                        "temperature and floor fitted on leave-one-out scores of the training crops",
+                        "features.npz: per-whale scores (training crops: leave-one-out) for the ensemble"])
+    return results
+
+
+def match_figure(cache, gallery, names, features, queries, probs, classes, labels, path, count: int = 8):
+    """The first `count` validation crops beside the best-matching crop of their top whale."""
+    rows = []
+    for name, f, q, p, y in list(zip(names, features, queries, probs, labels))[:count]:
+        top = int(np.argmax(p))
+        gi = q.best_image.get(top)
+        query = cache.images[cache.index(name)]
+        if gi is None:          # no verified crop of the top whale: show the query alone
+            rows.append({"query": query, "candidate": np.zeros_like(query), "query_xy": np.zeros((0, 2)),
+                         "candidate_xy": np.zeros((0, 2)), "title": f"{name}: {classes[top]} p={p[top]:.2f}, "
+                                                                     f"no verified crop"})
+            continue
+        pairs, g = q.pairs[gi], gallery.features(gi)
+        mark = "right" if top == y else f"wrong, true {classes[y]}"
+        rows.append({"query": query, "candidate": cache.images[cache.index(gallery.names[gi])],
+                     "query_xy": f.keypoints[pairs[:, 0], :2] * cache.size,
+                     "candidate_xy": g.keypoints[pairs[:, 1], :2] * cache.size,
+                     "title": f"{name} -> {gallery.names[gi]} ({classes[top]}, p={p[top]:.2f}, "
+                              f"{len(pairs)} inliers, {mark})"})
+    return plots.match_pairs(rows, path) if rows else None
+
+
+class MatchRun:
+    """A finished match run, ready to score new crops (identify, evaluate)."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir = Path(run_dir)
+        for need in ("config.json", GALLERY, CALIBRATION, "features.npz"):
+            if not (run_dir / need).is_file():
+                raise DataError(f"{run_dir}: no {need}; is this a finished match run folder "
+                                "(python train.py --stage match)?")
+        cfg = json.loads((run_dir / "config.json").read_text())
+        self.cfg = Match(**cfg["match"])
+        with np.load(run_dir / "features.npz", allow_pickle=False) as z:
+            self.classes, train_labels = z["classes"].tolist(), z["train_labels"]
+        self.gallery = matching.Gallery.load(run_dir / GALLERY)
+        self.matcher = matching.Matcher(self.gallery, self.classes, self.cfg)
+        cal = json.loads((run_dir / CALIBRATION).read_text())
+        self.calibration = matching.Calibration(float(cal["temperature"]), float(cal["floor"]),
+                                                metrics.class_prior(train_labels, len(self.classes)))
+        self.trained_on = set(self.gallery.names)
+
+    def features(self, crop: np.ndarray) -> matching.Features:
+        size = self.cfg.crop_size
+        image = np.asarray(Image.fromarray(np.asarray(crop)).resize((size, size), Image.BICUBIC))
+        return matching.crop_features(image, self.cfg.max_keypoints)
+
+    def identify(self, crops) -> tuple[np.ndarray, np.ndarray, list, list]:
+        """(probabilities, scores, per-query matches, features) of RGB crops of any size."""
+        feats = [self.features(c) for c in crops]
+        queries = self.matcher.score_many(feats)
+        scores = stacked(queries, len(self.classes))
+        return self.calibration.probabilities(scores), scores, queries, feats
+
+
+def is_match_run(run_dir) -> bool:
+    return (Path(run_dir) / GALLERY).is_file()
+
+
+def add_crops(run_dir, crops_dir, progress: bool = True) -> dict:
+    """Add the labelled crops of `crops_dir` (imgs/ + train.csv) to a match run's gallery: only their features
+    are computed, the gallery's own are kept. Known whales gain crops; whales new to the run are stored in the
+    gallery but cannot be named until a new catalogue of classes is made (rightwhale issue 12)."""
+    run = MatchRun(run_dir)
+    survey = load_survey(crops_dir)
+    report_problems(survey.problems)
+    cache = build_cache(crops_dir, run.cfg.crop_size, progress=progress)
+    names = [n for n in survey.train if n in cache.names and n not in run.trained_on]
+    skipped = [n for n in survey.train if n in run.trained_on]
+    features, bad = matching.extract([cache.images[cache.index(n)] for n in names], names, run.cfg.max_keypoints,
+                                     progress, desc="features")
+    report_problems([Problem(str(survey.image_path(n)), None, why, "no features") for n, why in bad])
+    grown = run.gallery.add(names, [survey.train[n] for n in names], features)
+    grown.save(run.run_dir / GALLERY)
+    known = set(run.classes)
+    return {"added": len(names), "already in the gallery": len(skipped), "gallery crops": len(grown),
+            "new whales (not yet nameable)": sorted({survey.train[n] for n in names} - known)}
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(prog="python -m rightwhale.stages.match",
+                                description="grow a match run's gallery with more labelled crops, no rebuild")
+    p.add_argument("--run", required=True, help="a match run folder (python train.py --stage match)")
+    p.add_argument("--add", required=True, help="a folder of labelled crops (imgs/ + train.csv)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        result = add_crops(args.run, args.add, not args.no_progress)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""The local-feature matcher: features, the growing gallery, leave-one-out, calibration, the match stage."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import TINY
+from rightwhale import matching
+from rightwhale.config import Match
+from rightwhale.crop import crop_data_dir
+from rightwhale.data import DataError
+from rightwhale.ensemble import main as ensemble_main
+from rightwhale.stages import main as train_main
+from rightwhale.stages.match import MatchRun, add_crops
+
+EXACT = Match(index="exact", shortlist=3)
+
+
+def random_features(rng, n=40, offset=0.0):
+    kp = np.concatenate([rng.random((n, 2)), rng.random((n, 1)) * 0.05, rng.random((n, 1)) * 360], axis=1)
+    desc = np.sqrt(rng.dirichlet(np.ones(matching.DIM) * 0.3, n)) + offset
+    return matching.Features(kp.astype(np.float32), np.clip(np.round(desc * 255), 0, 255).astype(np.uint8))
+
+
+def jittered(rng, f, noise=0.004):
+    """The same pattern seen again: keypoints moved a little, descriptors perturbed."""
+    desc = np.clip(f.descriptors.astype(int) + rng.integers(-6, 7, f.descriptors.shape), 0, 255).astype(np.uint8)
+    return matching.Features(f.keypoints + np.float32(noise) * np.array([1, 1, 0, 0], np.float32), desc)
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    """Five whales of three sightings each: a sighting is its whale's pattern, jittered."""
+    rng = np.random.default_rng(0)
+    patterns = [random_features(rng) for _ in range(5)]
+    names, whales, feats = [], [], []
+    for w, pattern in enumerate(patterns):
+        for s in range(3):
+            names.append(f"w_{w}_{s}.jpg"), whales.append(f"whale_{w}"), feats.append(jittered(rng, pattern))
+    return names, whales, feats, [f"whale_{w}" for w in range(5)], rng
+
+
+def test_rootsift_features_of_a_textured_crop():
+    rng = np.random.default_rng(1)
+    crop = (np.kron(rng.random((20, 20)), np.ones((8, 8))) * 255).astype(np.uint8)[..., None].repeat(3, 2)
+    f = matching.crop_features(crop, max_keypoints=50)
+    assert 10 <= len(f) <= 50
+    assert f.descriptors.dtype == np.uint8 and f.keypoints.shape == (len(f), 4)
+    assert (0 <= f.keypoints[:, :2]).all() and (f.keypoints[:, :2] <= 1).all()
+    root = matching.as_float(f.descriptors)                   # RootSIFT: unit L2 norm
+    assert np.allclose(np.linalg.norm(root, axis=1), 1, atol=0.03)
+    assert not len(matching.crop_features(np.full((64, 64, 3), 128, np.uint8), 50))   # blank: no features
+
+
+def test_matcher_finds_the_right_whale_and_never_itself(catalogue):
+    names, whales, feats, classes, rng = catalogue
+    gallery = matching.Gallery.empty().add(names, whales, feats)
+    matcher = matching.Matcher(gallery, classes, EXACT)
+    loo = matcher.score_many(feats, exclude=names)
+    assert all(int(np.argmax(q.scores)) == i // 3 for i, q in enumerate(loo))
+    for i, q in enumerate(loo):       # leave-one-out: no pair of the query with its own crop
+        assert i not in q.pairs and i not in q.best_image.values()
+    # leave-one-out equals scoring against the gallery without that crop
+    rest = matching.Gallery.empty().add(names[1:], whales[1:], feats[1:])
+    alone = matching.Matcher(rest, classes, EXACT).score(feats[0])
+    np.testing.assert_allclose(loo[0].scores, alone.scores)
+    # a shuffled pattern (same descriptors, other places) loses its geometric support
+    moved = matching.Features(feats[0].keypoints[rng.permutation(len(feats[0]))], feats[0].descriptors)
+    assert matcher.score(moved, exclude=names[0]).scores.max() < 0.5 * loo[0].scores.max()
+
+
+def test_grown_gallery_scores_like_one_built_at_once(catalogue, tmp_path):
+    names, whales, feats, classes, rng = catalogue
+    whole = matching.Gallery.empty().add(names, whales, feats)
+    whole.centroids = matching.train_centroids(whole.descriptors, 8)
+    part = matching.Gallery.empty().add(names[:9], whales[:9], feats[:9])
+    part.centroids = whole.centroids
+    part.save(tmp_path / "g.npz")
+    grown = matching.Gallery.load(tmp_path / "g.npz").add(names[9:], whales[9:], feats[9:])
+    query = jittered(rng, feats[10])
+    for kind in ("ivf", "exact"):
+        cfg = Match(index=kind, shortlist=3, probes=2)
+        a = matching.Matcher(whole, classes, cfg).score(query)
+        b = matching.Matcher(grown, classes, cfg).score(query)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    with pytest.raises(DataError, match="already present"):
+        grown.add(names[:1], whales[:1], feats[:1])
+
+
+def test_corrupt_gallery_names_the_file(catalogue, tmp_path):
+    names, whales, feats, _, _ = catalogue
+    path = tmp_path / "g.npz"
+    matching.Gallery.empty().add(names, whales, feats).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(DataError, match="g.npz"):
+        matching.Gallery.load(path)
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match="g.npz"):
+        matching.Gallery.load(path)
+
+
+def test_exact_search_in_jax_equals_faiss():
+    rng = np.random.default_rng(3)
+    g = rng.random((300, matching.DIM)).astype(np.float32)
+    q = rng.random((17, matching.DIM)).astype(np.float32)
+    d_jax, i_jax = matching.exact_knn_jax(q, g, 5, chunk=128)      # three chunks, the last padded
+    faiss = matching._faiss()
+    index = faiss.IndexFlatL2(matching.DIM)
+    index.add(g)
+    d_ref, i_ref = index.search(q, 5)
+    np.testing.assert_array_equal(i_jax, i_ref)
+    np.testing.assert_allclose(d_jax, d_ref, rtol=1e-4, atol=1e-3)
+
+
+def test_calibration_is_a_probability_and_sharpens_separable_scores():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 6, 60)
+    scores = rng.random((60, 6)) + 3.0 * np.eye(6)[labels]
+    cal = matching.calibrate(scores, labels, np.full(6, 1 / 6))
+    p = cal.probabilities(scores)
+    assert np.isfinite(p).all() and np.allclose(p.sum(axis=1), 1)
+    assert p[np.arange(60), labels].mean() > 0.8
+
+
+# --- the match stage on a tiny survey --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def crops(make_survey, tmp_path_factory):
+    """Head crops (64 px) cut from the annotated points of a tiny survey with larger photos."""
+    survey = make_survey(width=480, height=320)
+    out = tmp_path_factory.mktemp("crops") / "crops"
+    crop_data_dir(survey, out, 64, 64, progress=False)
+    return survey, out
+
+
+def test_match_stage_identifies_annotated_crops(crops, tmp_path):
+    survey, out = crops
+    assert train_main(["--stage", "match", "--crops", str(out), "--runs", str(tmp_path), "--no-progress"]) == 0
+    run = tmp_path / "match-crops"
+    results = json.loads((run / "results.json").read_text())
+    # 6 whales, chance 1/6: the embedded survey's crops are easy for local features (a few wrong
+    # answers of 6-8 validation crops would still pass at 0.6, chance would not)
+    assert results["top-1 accuracy"] >= 0.6 and results["classes"] == TINY["whales"]
+    assert results["log loss"] < 0.5 * results["chance log loss (ln K)"]
+    with np.load(run / "features.npz") as z:
+        for split in ("train", "valid"):
+            p = z[f"{split}_probabilities"]
+            assert np.isfinite(p).all() and np.allclose(p.sum(axis=1), 1)
+        assert z["train_features"].shape == (len(z["train_names"]), TINY["whales"])
+        train_names = z["train_names"].tolist()
+    assert matching.Gallery.load(run / "gallery.npz").names == train_names
+    for f in ("report.md", "valid_matches.png", "valid_probabilities.csv", "calibration.json"):
+        assert (run / f).is_file()
+    # the gallery grows by the crops it lacks (here the validation crops), the rest kept as they were
+    before = matching.Gallery.load(run / "gallery.npz")
+    grown = add_crops(run, out, progress=False)
+    assert grown == {"added": results["validation images"], "already in the gallery": len(train_names),
+                     "gallery crops": len(train_names) + results["validation images"],
+                     "new whales (not yet nameable)": []}
+    after = MatchRun(run).gallery
+    assert after.names[:len(before)] == before.names
+    np.testing.assert_array_equal(after.descriptors[:len(before.descriptors)], before.descriptors)
+
+
+def test_bad_crops_are_skipped_and_reported(crops, tmp_path, capsys):
+    survey, out = crops
+    import shutil
+    bad = tmp_path / "crops"
+    shutil.copytree(out, bad)
+    images = sorted((bad / "imgs").iterdir())
+    images[0].write_bytes(b"not a jpeg")                                     # unreadable
+    from PIL import Image
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(images[1], format="JPEG")   # blank: no keypoints
+    assert train_main(["--stage", "match", "--crops", str(bad), "--runs", str(tmp_path), "--no-progress"]) == 0
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert images[0].name in text and images[1].name in text and "no SIFT keypoint" in text
+    assert json.loads((tmp_path / "match-crops" / "results.json").read_text())["crops without features"] >= 1
+
+
+def test_stacking_the_matcher_with_a_cnn(crops, tmp_path):
+    survey, out = crops
+    common = ["--crops", str(out), "--runs", str(tmp_path), "--no-progress"]
+    assert train_main(["--stage", "match", *common]) == 0
+    assert train_main(["--stage", "classify", *common, "--image-size", "16", "--epochs", "1",
+                       "--batch-size", "4"]) == 0
+    runs = [tmp_path / "match-crops", tmp_path / "classify-crops-resnet19"]
+    assert ensemble_main(["--runs", *map(str, runs), "--out", str(tmp_path / "ens"), "--folds", "2"]) == 0
+    results = json.loads((tmp_path / "ens" / "results.json").read_text())
+    rows = {r["model"]: r for r in results["table"]}
+    assert {"match-crops", "classify-crops-resnet19"} <= rows.keys()
+    assert any(m.startswith("log-linear pool") for m in rows)
