@@ -191,3 +191,20 @@ def test_stacking_the_matcher_with_a_cnn(crops, tmp_path):
     rows = {r["model"]: r for r in results["table"]}
     assert {"match-crops", "classify-crops-resnet19"} <= rows.keys()
     assert any(m.startswith("log-linear pool") for m in rows)
+
+
+def test_ivf_index_probing_every_cell_is_exact(catalogue):
+    names, whales, feats, _, _ = catalogue
+    gallery = matching.Gallery.empty().add(names, whales, feats)
+    gallery.centroids = matching.train_centroids(gallery.descriptors, 8)
+    queries = np.concatenate([f.descriptors for f in feats[:4]])
+    d_ivf, i_ivf = matching.Index(gallery, "ivf", probes=len(gallery.centroids)).search(queries, 6)
+    d_ref, i_ref = matching.Index(gallery, "exact").search(queries, 6)
+    np.testing.assert_array_equal(i_ivf, i_ref)         # the 8-bit codes are the stored descriptors: no loss
+    np.testing.assert_allclose(d_ivf, d_ref, atol=1e-5)
+
+
+def test_training_flags_are_refused_for_the_matcher(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--stage", "match", "--epochs", "3"])
+    assert "trains no network" in capsys.readouterr().err

@@ -34,7 +34,8 @@ class Pipeline:
         "classify boxes": (("localize",), lambda p: p.run("--stage", "classify", "--crops", "boxes",
                                                           "--image-size", "16")),
         "naive": ((), lambda p: p.run("--stage", "naive", "--image-size", "32")),
-        "match": (("align",), lambda p: p.run("--stage", "match")),
+        "match": (("align",), lambda p: main(["--data-dir", str(p.survey), "--runs", str(p.runs), "--stage", "match",
+                                               "--no-progress"])),   # no network: no epochs, no batch size
         "ensemble": (("classify", "oxfordnet"), lambda p: ensemble_main(
             ["--runs", *map(str, p.members), "--out", str(p.runs / "ensemble"), "--folds", "2"])),
     }

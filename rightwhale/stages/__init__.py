@@ -1,4 +1,4 @@
-"""`python train.py --stage {naive,localize,align,classify}`: the four stages of the original.
+"""`python train.py --stage {naive,localize,align,classify,match}`: the four stages of the original and the matcher.
 
 Each stage reads the data directory (the embedded synthetic survey by
 default), the one stored split and the image cache, trains, and writes a run
@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
                    help="classify only: auxiliary heads for the whale's pattern type (whale_types.csv) and the "
                         "bonnet/blowhead position in the crop, as the 1st place team did")
     p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
-    p.add_argument("--run-dir", help="this run's folder (default RUNS/<stage>, classify: RUNS/classify-<crops>-<model>)")
+    p.add_argument("--run-dir", help="this run's folder (default RUNS/<stage>, classify: RUNS/classify-<crops>-<model>, "
+                                        "match: RUNS/match-<crops>)")
     p.add_argument("--continue-training", action="store_true",
                    help="resume the run in --run-dir from its last checkpoint (optimizer and PRNG state included)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
@@ -109,6 +110,11 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.stage not in CROP_STAGES and args.crops != "aligned":
         parser().error("--crops applies to --stage classify and match only")
+    trained = [f"--{a.replace('_', '-')}" for a in ("model", "epochs", "batch_size", "learning_rate", "image_size")
+               if getattr(args, a) is not None]
+    if args.stage == "match" and (trained or args.continue_training):
+        parser().error(f"{' '.join(trained) or '--continue-training'}: the matcher trains no network "
+                       "(its settings are Match in rightwhale/config.py)")
     if args.stage != "classify" and args.aux_targets:
         parser().error("--aux-targets applies to --stage classify only")
     if args.crop_size is not None and args.stage not in ("localize", "align"):
