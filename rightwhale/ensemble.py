@@ -1,15 +1,17 @@
-"""python ensemble.py: stack the GAP features of several classifier runs (stage 5).
+"""python ensemble.py: stack several classifier and matcher runs (stage 5).
 
-Reads features.npz of each classify run, concatenates the features of every
-image, and fits `stacking.Stacker` on the out-of-fold ones (the stored
-validation split, which no feature model trained on), C tuned by
-cross-validation. It reports the stacker's held-out log loss (nested
-cross-validation) next to the best single model and the plain average of
-the models' probabilities, and shows the writeup's trap: the same stacker
-fitted on in-fold features (the models' own training images) reaches near
-zero training loss and says nothing about new photos. New photos (the
-submission, `identify`) get whichever of the stacker, the plain average and
-the best single model has the lowest held-out log loss.
+Reads features.npz of each classify run (GAP features) and match run
+(per-whale scores; its training rows are leave-one-out), concatenates the
+features of every image, and fits `stacking.Stacker` on the out-of-fold ones
+(the stored validation split, which no feature model trained on), C tuned by
+cross-validation; beside it `stacking.LogLinearPool` weighs the runs'
+probabilities with one weight per run. It reports the held-out log loss of
+both (cross-validation) next to each run and the plain average of their
+probabilities, and shows the writeup's trap: the same stacker fitted on
+in-fold features (the models' own training images) reaches near zero
+training loss and says nothing about new photos. New photos (the
+submission, `identify`) get whichever of the stacker, the pool, the plain
+average and the best single run has the lowest held-out log loss.
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def resolve_runs(runs, runs_root="runs") -> list[Path]:
 def load_features(run_dir) -> dict:
     path = Path(run_dir) / "features.npz"
     if not path.is_file():
-        raise DataError(f"{run_dir}: no features.npz; train it with `python train.py --stage classify` first")
+        raise DataError(f"{run_dir}: no features.npz; make it with `python train.py --stage classify` (or "
+                        "--stage match) first")
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
@@ -136,12 +139,12 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
         results["submission"] = str(sub)
     atomic.write_json(out_dir / "results.json", results)
     atomic.write_text(out_dir / "report.md", "\n".join([
-        "# Ensemble: logistic regression on concatenated GAP features", "",
+        "# Ensemble: logistic regression on concatenated features, log-linear pool of probabilities", "",
         f"Runs: {', '.join(results['runs'])}. C = {params[0]}, prior floor = {params[1]} "
         f"(chosen by {folds}-fold CV on the validation split).", "",
         table(rows), "",
-        f"The submission (and `identify`) use {use}: the lowest held-out log loss of the stacker, the plain "
-        "average and the best single model.", "",
+        f"The submission (and `identify`) use {use}: the lowest held-out log loss of the stacker, the "
+        "log-linear pool, the plain average and the best single run.", "",
         "The in-fold rows are the writeup's trap: near-perfect on the images the feature models trained on, "
         "no better on new ones. Only the out-of-fold row estimates the loss on new photos.", ""]))
     return results
@@ -162,8 +165,8 @@ def combine(use: str, run_names: list[str], probs: np.ndarray, features: np.ndar
 
 
 def _write_test_submission(runs, run_dirs, use, fitted, out_dir, classes, gzip, log):
-    """Test probabilities of what `use` names (the stacker, the plain average or one run); rows (and their
-    order) from the runs' own submission."""
+    """Test probabilities of what `use` names (the stacker, the pool, the plain average or one run); rows (and
+    their order) from the runs' own submission."""
     sub_path = run_dirs[0] / "submission.csv"
     if not sub_path.is_file():
         return None
@@ -185,8 +188,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python ensemble.py", description=__doc__.split("\n")[0],
                                 epilog="example: python ensemble.py --runs runs/classify-aligned-resnet19 "
                                        "runs/classify-aligned-cropped_dec21_3")
-    p.add_argument("--runs", nargs="*", help="classify run folders, or their names under --runs-root "
-                                             "(default: every RUNS/classify-aligned-*, else RUNS/reproduce's)")
+    p.add_argument("--runs", nargs="*", help="classify and match run folders, or their names under --runs-root "
+                                             "(default: every RUNS/classify-aligned-* and RUNS/match-aligned, "
+                                             "else RUNS/reproduce's)")
     p.add_argument("--runs-root", default="runs", help="where run names and the default runs are looked for")
     p.add_argument("--out", default="runs/ensemble", help="output folder (default runs/ensemble)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for C and the held-out loss")

@@ -59,7 +59,8 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
     report_problems(survey.problems)
     labelled = {**survey.train, **survey.test_labels}
     same_survey = source_survey(run_dir) == source_of(data_dir)
-    seen_in_training = [n for n in labelled if same_survey and n in trained_on]
+    # a match run's gallery crops (any folder they came from, `add_crops` included) would match themselves
+    seen_in_training = [n for n in labelled if (same_survey or is_match_run(run_dir)) and n in trained_on]
     index = {c: i for i, c in enumerate(classes)}
     unseen = [n for n, whale in labelled.items() if whale not in index]
     names = [n for n in labelled if (labelled[n] in index or not ignore_unseen) and n not in seen_in_training]

@@ -73,9 +73,12 @@ class Pipeline:
             info = json.loads((Path(ensemble_dir) / "stacker.json").read_text())
             if info["runs"] == [str(r.resolve()) for r in self.classify_runs]:
                 self.use = info.get("use", "stacker")      # stacker, pool, plain average, or one run's name
+                pool = Path(ensemble_dir) / "pool.npz"
+                if self.use == POOL and not pool.is_file():
+                    raise DataError(f"{pool}: missing, but the ensemble chose its log-linear pool; run "
+                                    "`python ensemble.py` again")
                 self.fitted = (Stacker.load(Path(ensemble_dir) / "stacker.npz"),
-                               LogLinearPool.load(Path(ensemble_dir) / "pool.npz")
-                               if (Path(ensemble_dir) / "pool.npz").is_file() else None)
+                               LogLinearPool.load(pool) if pool.is_file() else None)
 
     def align(self, path: Path, photo: np.ndarray):
         """(bonnet, blowhead) in photo pixels and the TTA spread in photo pixels."""
@@ -93,7 +96,8 @@ class Pipeline:
                 p, scores, queries, feats = member.identify([head])
                 probs.append(p[0])
                 features.append(scores[0])
-                self.matches = (queries[0], feats[0])
+                if member is self.matcher:        # the contact sheet shows the first match run's evidence
+                    self.matches = (queries[0], feats[0])
                 continue
             model, variables, cfg, _, _ = member
             size = cfg["image_size"]
@@ -136,19 +140,19 @@ def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: st
             sheet.append(example)
             titles.append(f"{whale} {p:.2f}" if i == 0 else whale)
     plots.image_grid(sheet, out_dir / f"{stem}_candidates.png", titles=titles, ncols=1 + CANDIDATE_CROPS)
-    inliers = {}
+    inliers, drawn = {}, False
     if pipe.matcher is not None:        # why the matcher proposes each candidate: its matched keypoints
-        inliers = match_sheet(pipe, head, candidates, out_dir / f"{stem}_matches.png")
+        inliers, drawn = match_sheet(pipe, head, candidates, out_dir / f"{stem}_matches.png")
     return {"photo": str(path), "crop": str(out_dir / f"{stem}_crop.png"),
             "candidates": str(out_dir / f"{stem}_candidates.png"), "bonnet": bonnet.tolist(), "blowhead": blowhead.tolist(),
             "tta_spread_px": spread, "head_length_px": head_length, "whole_photo_fallback": whole,
             "top": candidates, "combined by": pipe.describe(), "matcher inliers": inliers,
-            "matches": str(out_dir / f"{stem}_matches.png") if inliers else None}
+            "matches": str(out_dir / f"{stem}_matches.png") if drawn else None}
 
 
-def match_sheet(pipe: Pipeline, head: np.ndarray, candidates, path: Path) -> dict:
+def match_sheet(pipe: Pipeline, head: np.ndarray, candidates, path: Path) -> tuple[dict, bool]:
     """The query crop beside each candidate's best-matching gallery crop, RANSAC inliers joined; returns the
-    inlier count of each candidate."""
+    inlier count of each candidate and whether a picture was written (no candidate may have a verified crop)."""
     (query, feats), run = pipe.matches, pipe.matcher
     crops_dir = Path(json.loads((run.run_dir / "config.json").read_text())["data_dir"])
     size = run.cfg.crop_size
@@ -171,7 +175,7 @@ def match_sheet(pipe: Pipeline, head: np.ndarray, candidates, path: Path) -> dic
                      "title": f"{whale} p={p:.2f}: {len(pairs)} inliers with {name}"})
     if rows:
         plots.match_pairs(rows, path)
-    return counts
+    return counts, bool(rows)
 
 
 def confidence_note(result: dict) -> str:
@@ -227,7 +231,7 @@ def main(argv=None) -> int:
             print(f"  {rank}. {whale}  {prob:.3f}")
         if result["matcher inliers"]:
             print(f"  matcher inliers: {', '.join(f'{w} {n}' for w, n in result['matcher inliers'].items())}"
-                  f"; matches: {result['matches']}")
+                  + (f"; matches: {result['matches']}" if result["matches"] else ""))
         print(f"  {confidence_note(result)}")
         if result["whole_photo_fallback"]:
             print("  note: the predicted points could not place a head crop; the whole photo was classified")

@@ -23,9 +23,12 @@ gallery itself by leave-one-out (`calibrate`), never on validation crops.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_softmax, softmax
@@ -153,8 +156,19 @@ class Gallery:
         need = {"format", "names", "whales", "offsets", "keypoints", "descriptors", "centroids"}
         if need - a.keys() or int(a["format"]) != FORMAT:
             raise DataError(f"{path}: not a gallery of format {FORMAT} (has {', '.join(sorted(a))})")
+        try:
+            problems = cls._problems(a)
+        except (IndexError, TypeError, ValueError) as e:
+            problems = [f"malformed arrays ({e})"]
+        if problems:
+            raise DataError(f"{path}: corrupt gallery: {'; '.join(problems)}")
+        return cls(a["names"].tolist(), a["whales"].tolist(), a["offsets"].astype(np.int64), a["keypoints"],
+                   a["descriptors"], a["centroids"].astype(np.float32) if len(a["centroids"]) else None)
+
+    @staticmethod
+    def _problems(a: dict) -> list[str]:
         n, off = len(a["names"]), a["offsets"]
-        problems = [what for what, bad in [
+        return [what for what, bad in [
             ("whales and names differ in length", len(a["whales"]) != n),
             ("offsets do not match the images", off.shape != (n + 1,) or off[0] != 0 or (np.diff(off) < 0).any()),
             ("keypoints are not (N, 4) float32", a["keypoints"].shape != (int(off[-1]), 4)
@@ -163,10 +177,6 @@ class Gallery:
              or a["descriptors"].dtype != np.uint8),
             ("centroids are not (cells, 128)", a["centroids"].ndim != 2 or a["centroids"].shape[1] != DIM)]
             if bad]
-        if problems:
-            raise DataError(f"{path}: corrupt gallery: {'; '.join(problems)}")
-        return cls(a["names"].tolist(), a["whales"].tolist(), off.astype(np.int64), a["keypoints"],
-                   a["descriptors"], a["centroids"].astype(np.float32) if len(a["centroids"]) else None)
 
 
 def extract(images, names, max_keypoints: int, progress: bool = True, desc: str = "features"):
@@ -240,30 +250,35 @@ class Index:
         return np.maximum(dist, 0) / (QUANT ** 2 if self.kind == "ivf" else 1.0), idx
 
 
-def exact_knn_jax(queries: np.ndarray, gallery, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours by matmul, the gallery in chunks (merged top-k), jitted: for a GPU."""
-    import jax
-    import jax.numpy as jnp
+@functools.partial(jax.jit, static_argnames="k")
+def _knn_chunk(q, g, offset, best_d, best_i, k: int):
+    """Merge the k nearest of one gallery chunk into the best so far."""
+    d = (q * q).sum(1, keepdims=True) - 2 * q @ g.T + (g * g).sum(1)[None]
+    neg, pos = jax.lax.top_k(-d, k)
+    d_all = jnp.concatenate([best_d, -neg], axis=1)
+    i_all = jnp.concatenate([best_i, offset + pos.astype(jnp.int32)], axis=1)
+    neg, pos = jax.lax.top_k(-d_all, k)
+    return -neg, jnp.take_along_axis(i_all, pos, axis=1)
 
-    @jax.jit
-    def step(q, g, offset, best_d, best_i):
-        d = (q * q).sum(1, keepdims=True) - 2 * q @ g.T + (g * g).sum(1)[None]
-        d_all = jnp.concatenate([best_d, d], axis=1)
-        i_all = jnp.concatenate([best_i, offset + jnp.arange(g.shape[0])[None].repeat(q.shape[0], 0)], axis=1)
-        neg, pos = jax.lax.top_k(-d_all, k)
-        return -neg, jnp.take_along_axis(i_all, pos, axis=1)
 
-    q = jnp.asarray(queries)
-    best_d = jnp.full((len(queries), k), jnp.inf, jnp.float32)
-    best_i = jnp.full((len(queries), k), -1, jnp.int32)
-    n = gallery.shape[0]
-    for start in range(0, n, chunk):
-        g = gallery[start:start + chunk]
-        if g.shape[0] < chunk and n > chunk:      # keep one compiled shape: pad the last chunk far away
-            g = jnp.concatenate([g, jnp.full((chunk - g.shape[0], DIM), 1e3, jnp.float32)])
-        best_d, best_i = step(q, g, start, best_d, best_i)
-    best_i = jnp.where(best_i >= n, -1, best_i)
-    return np.maximum(np.asarray(best_d), 0), np.asarray(best_i).astype(np.int64)
+def exact_knn_jax(queries: np.ndarray, gallery, k: int, chunk: int = 65536, query_chunk: int = 4096):
+    """Exact k nearest neighbours by matmul, the gallery in chunks (merged top-k), jitted: for a GPU.
+    Queries go in chunks too, so memory stays at query_chunk x chunk distances."""
+    n, out_d, out_i = gallery.shape[0], [], []
+    for qs in range(0, len(queries), query_chunk):
+        q = jnp.asarray(queries[qs:qs + query_chunk])
+        best_d = jnp.full((len(q), k), jnp.inf, jnp.float32)
+        best_i = jnp.full((len(q), k), -1, jnp.int32)
+        for start in range(0, n, chunk):
+            g = gallery[start:start + chunk]
+            if g.shape[0] < chunk and n > chunk:      # keep one compiled shape: pad the last chunk far away
+                g = jnp.concatenate([g, jnp.full((chunk - g.shape[0], DIM), 1e3, jnp.float32)])
+            best_d, best_i = _knn_chunk(q, g, start, best_d, best_i, k=min(k, g.shape[0]) if n <= chunk else k)
+        out_d.append(np.maximum(np.asarray(best_d), 0))
+        out_i.append(np.where(np.asarray(best_i) >= n, -1, np.asarray(best_i)).astype(np.int64))
+    if not out_d:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.concatenate(out_d), np.concatenate(out_i)
 
 
 # --- scoring ---------------------------------------------------------------------

@@ -35,8 +35,11 @@ def stacked(queries, classes: int) -> np.ndarray:
     return np.array([q.scores for q in queries], np.float64).reshape(len(queries), classes)
 
 
-def build_gallery(names, whales, features, cfg, seed: int) -> matching.Gallery:
+def build_gallery(names, whales, features, cfg, seed: int, source="the training crops") -> matching.Gallery:
     gallery = matching.Gallery.empty().add(names, whales, features)
+    if len(gallery.descriptors) <= cfg.neighbours:
+        raise DataError(f"{source}: {len(gallery.descriptors)} SIFT descriptors in {len(gallery)} crop(s), fewer "
+                        f"than the {cfg.neighbours + 1} neighbours LNBNN needs; are the crops blank or tiny?")
     gallery.centroids = matching.train_centroids(gallery.descriptors, cfg.cells, seed)
     return gallery
 
@@ -64,13 +67,16 @@ def run(ws: Workspace) -> dict:
     classes = labelled.classes
     labels = {s: labelled.labels_array(names[s]) for s in ("train", "valid")}
     gallery = build_gallery(names["train"], [labelled.train[n] for n in names["train"]], features["train"], cfg,
-                            ws.cfg.train.seed)
+                            ws.cfg.train.seed, source=f"{ws.survey.root} (training split)")
     gallery.save(ws.path(GALLERY))
     matcher = matching.Matcher(gallery, classes, cfg)
     ws.log(f"gallery: {len(gallery)} crops, {len(gallery.descriptors)} descriptors, "
            f"{gallery.nbytes() / 2**20:.0f} MB; leave-one-out scores for calibration")
     loo, usable = leave_one_out(matcher, names["train"], features["train"], labels["train"], ws.progress)
     prior = metrics.class_prior(labels["train"], len(classes))
+    if not usable.any():
+        raise DataError(f"{ws.survey.root}: no whale has two training crops, so leave-one-out has nothing to "
+                        "calibrate the matcher's probabilities on")
     calibration = matching.calibrate(loo[usable], labels["train"][usable], prior)
     ws.write_json(CALIBRATION, calibration.to_dict())
 
@@ -145,14 +151,19 @@ class MatchRun:
             if not (run_dir / need).is_file():
                 raise DataError(f"{run_dir}: no {need}; is this a finished match run folder "
                                 "(python train.py --stage match)?")
-        cfg = json.loads((run_dir / "config.json").read_text())
-        self.cfg = Match(**cfg["match"])
-        with np.load(run_dir / "features.npz", allow_pickle=False) as z:
-            self.classes, train_labels = z["classes"].tolist(), z["train_labels"]
+        try:
+            self.cfg = Match(**json.loads((run_dir / "config.json").read_text())["match"])
+            with np.load(run_dir / "features.npz", allow_pickle=False) as z:
+                self.classes, train_labels = z["classes"].tolist(), z["train_labels"]
+            cal = json.loads((run_dir / CALIBRATION).read_text())
+            temperature, floor = float(cal["temperature"]), float(cal["floor"])
+        except (ValueError, KeyError, TypeError, OSError) as e:     # JSONDecodeError and BadZipFile included
+            raise DataError(f"{run_dir}: unreadable match run ({type(e).__name__}: {e}); run it again") from e
+        if not (np.isfinite(temperature) and temperature > 0 and 0 <= floor < 1):
+            raise DataError(f"{run_dir / CALIBRATION}: temperature {temperature}, floor {floor} are no calibration")
         self.gallery = matching.Gallery.load(run_dir / GALLERY)
         self.matcher = matching.Matcher(self.gallery, self.classes, self.cfg)
-        cal = json.loads((run_dir / CALIBRATION).read_text())
-        self.calibration = matching.Calibration(float(cal["temperature"]), float(cal["floor"]),
+        self.calibration = matching.Calibration(temperature, floor,
                                                 metrics.class_prior(train_labels, len(self.classes)))
         self.trained_on = set(self.gallery.names)
 
