@@ -49,7 +49,8 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
     crops cut from it), its training images are left out (their scores say
     nothing about new photos) and counted in the result.
     """
-    if is_match_run(run_dir):
+    match_run = is_match_run(run_dir)
+    if match_run:
         matcher = MatchRun(run_dir)
         classes, trained_on, size = matcher.classes, matcher.trained_on, matcher.cfg.crop_size
     else:
@@ -60,7 +61,7 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
     labelled = {**survey.train, **survey.test_labels}
     same_survey = source_survey(run_dir) == source_of(data_dir)
     # a match run's gallery crops (any folder they came from, `add_crops` included) would match themselves
-    seen_in_training = [n for n in labelled if (same_survey or is_match_run(run_dir)) and n in trained_on]
+    seen_in_training = [n for n in labelled if (same_survey or match_run) and n in trained_on]
     index = {c: i for i, c in enumerate(classes)}
     unseen = [n for n, whale in labelled.items() if whale not in index]
     names = [n for n in labelled if (labelled[n] in index or not ignore_unseen) and n not in seen_in_training]
@@ -69,7 +70,7 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
     if not names:
         raise DataError(f"{data_dir}: no labelled image to score")
     rows = Rows(cache.images, [cache.index(n) for n in names])
-    if is_match_run(run_dir):
+    if match_run:
         probs = matcher.identify([rows[i] for i in range(len(rows))])[0]
     else:
         probs = softmax(predict(model, variables, rows, batch_size)[0][:, :len(classes)])

@@ -154,7 +154,6 @@ def match_sheet(pipe: Pipeline, head: np.ndarray, candidates, path: Path) -> tup
     """The query crop beside each candidate's best-matching gallery crop, RANSAC inliers joined; returns the
     inlier count of each candidate and whether a picture was written (no candidate may have a verified crop)."""
     (query, feats), run = pipe.matches, pipe.matcher
-    crops_dir = Path(json.loads((run.run_dir / "config.json").read_text())["data_dir"])
     size = run.cfg.crop_size
     shown = np.asarray(Image.fromarray(head).resize((size, size), Image.BICUBIC))
     rows, counts = [], {}
@@ -167,7 +166,7 @@ def match_sheet(pipe: Pipeline, head: np.ndarray, candidates, path: Path) -> tup
         pairs, g = query.pairs[gi], run.gallery.features(gi)
         name = run.gallery.names[gi]
         try:
-            candidate = np.asarray(Image.fromarray(read_image(crops_dir / "imgs" / name)).resize((size, size)))
+            candidate = np.asarray(Image.fromarray(read_image(run.crops_dir / "imgs" / name)).resize((size, size)))
         except (BadImage, OSError):
             continue
         rows.append({"query": shown, "candidate": candidate, "query_xy": feats.keypoints[pairs[:, 0], :2] * size,

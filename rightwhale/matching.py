@@ -134,8 +134,8 @@ class Gallery:
                        self.centroids)
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.offsets, self.keypoints, self.descriptors)
-                   if a is not None) + (0 if self.centroids is None else self.centroids.nbytes)
+        arrays = (self.offsets, self.keypoints, self.descriptors, self.centroids)
+        return sum(a.nbytes for a in arrays if a is not None)
 
     def save(self, path) -> None:
         atomic.write_npz(path, format=FORMAT, names=np.array(self.names, dtype=str),
@@ -214,7 +214,6 @@ class Index:
     def __init__(self, gallery: Gallery, kind: str = "ivf", probes: int = 16):
         self.kind = kind
         if kind == "jax":
-            import jax.numpy as jnp
             self.gallery = jnp.asarray(as_float(gallery.descriptors))
             return
         faiss = _faiss()
@@ -265,6 +264,7 @@ def exact_knn_jax(queries: np.ndarray, gallery, k: int, chunk: int = 65536, quer
     """Exact k nearest neighbours by matmul, the gallery in chunks (merged top-k), jitted: for a GPU.
     Queries go in chunks too, so memory stays at query_chunk x chunk distances."""
     n, out_d, out_i = gallery.shape[0], [], []
+    k = min(k, n)              # a single chunk has only n rows to choose from; padded chunks have more
     for qs in range(0, len(queries), query_chunk):
         q = jnp.asarray(queries[qs:qs + query_chunk])
         best_d = jnp.full((len(q), k), jnp.inf, jnp.float32)
@@ -273,7 +273,7 @@ def exact_knn_jax(queries: np.ndarray, gallery, k: int, chunk: int = 65536, quer
             g = gallery[start:start + chunk]
             if g.shape[0] < chunk and n > chunk:      # keep one compiled shape: pad the last chunk far away
                 g = jnp.concatenate([g, jnp.full((chunk - g.shape[0], DIM), 1e3, jnp.float32)])
-            best_d, best_i = _knn_chunk(q, g, start, best_d, best_i, k=min(k, g.shape[0]) if n <= chunk else k)
+            best_d, best_i = _knn_chunk(q, g, start, best_d, best_i, k=k)
         out_d.append(np.maximum(np.asarray(best_d), 0))
         out_i.append(np.where(np.asarray(best_i) >= n, -1, np.asarray(best_i)).astype(np.int64))
     if not out_d:

@@ -23,6 +23,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, log_softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
@@ -129,15 +131,11 @@ class LogLinearPool:
     prior_: np.ndarray | None = None
 
     def _log_proba(self, log_probs, weights, floor):
-        z = np.tensordot(weights, log_probs, axes=1)
-        z = z - z.max(axis=1, keepdims=True)
-        z = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        z = log_softmax(np.tensordot(weights, log_probs, axes=1), axis=1)
         return np.logaddexp(np.log1p(-floor) + z, np.log(floor) + np.log(self.prior_))
 
     def fit(self, probs: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> "LogLinearPool":
         """probs: (members, N, K) probabilities of the same images."""
-        from scipy.optimize import minimize
-        from scipy.special import expit
         log_probs = np.log(np.clip(probs, 1e-15, 1))
         self.prior_ = class_prior(labels, num_classes or probs.shape[2])
         rows = np.arange(len(labels))

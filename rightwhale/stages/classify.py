@@ -21,7 +21,6 @@ from rightwhale.models import get_model
 from rightwhale.models.auxiliary import WithAuxiliaryHeads
 from rightwhale.report import write_report
 from rightwhale.stages.workspace import Workspace
-from rightwhale.submission import write_submission
 from rightwhale.training import Task, classification_task, fit, predict
 from rightwhale.transforms import augment_batch
 
@@ -122,22 +121,7 @@ def train_classifier(ws: Workspace, cache):
     outputs = {s: predict(model, variables, ws.rows(cache, n), cfg.train.batch_size) for s, n in names.items()}
     probs = {s: softmax(logits[:, :k]) for s, (logits, _) in outputs.items()}
     prior = metrics.class_prior(labels["train"], len(labelled.classes))
-
-    def rows_for(split, rows):
-        found = dict(zip(names[split], probs[split]))
-        return np.stack([found.get(r, prior) for r in rows]) if rows else np.zeros((0, len(prior)))
-
-    results = metrics.classification_scores(rows_for("valid", ws.split.valid), labelled.labels_array(ws.split.valid), prior)
-    results["validation images without input (scored with the prior)"] = len(ws.split.valid) - len(names["valid"])
-    write_submission(ws.path("valid_probabilities.csv"), names["valid"], labelled.classes, probs["valid"])
-    if labelled.submission_rows:   # every row of sample_submission.csv; a test photo without input gets the prior
-        write_submission(ws.path("submission.csv"), labelled.submission_rows, labelled.classes,
-                         rows_for("test", labelled.submission_rows))
-    ws.write_npz("features.npz", classes=np.array(labelled.classes),
-                 **{f"{s}_names": np.array(n, dtype=str) for s, n in names.items()},
-                 **{f"{s}_features": outputs[s][1] for s in names},
-                 **{f"{s}_probabilities": probs[s] for s in names},
-                 **{f"{s}_labels": labels[s] for s in labels})
+    results = ws.write_predictions(names, probs, {s: outputs[s][1] for s in names}, labels, prior)
     ws.write_json("results.json", results)
     return model, variables, results, names, probs
 

@@ -12,6 +12,7 @@ for `identify` and `evaluate`.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -25,9 +26,15 @@ from rightwhale.config import Match
 from rightwhale.data import DataError, Problem, load_survey, report_problems
 from rightwhale.report import write_report
 from rightwhale.stages.workspace import Workspace
-from rightwhale.submission import write_submission
 
 GALLERY, CALIBRATION = "gallery.npz", "calibration.json"
+
+
+def extract(survey, cache, names, cfg: Match, progress: bool, desc: str):
+    """Features of the cached crops `names`, and a Problem for each crop that has none."""
+    features, bad = matching.extract([cache.images[cache.index(n)] for n in names], names, cfg.max_keypoints,
+                                     progress, desc=desc)
+    return features, [Problem(str(survey.image_path(n)), None, why, "no features") for n, why in bad]
 
 
 def stacked(queries, classes: int) -> np.ndarray:
@@ -59,10 +66,8 @@ def run(ws: Workspace) -> dict:
     names = ws.present(cache, test=labelled.test)
     features, problems = {}, []
     for split, split_names in names.items():
-        found, bad = matching.extract([cache.images[cache.index(n)] for n in split_names], split_names,
-                                      cfg.max_keypoints, ws.progress, desc=f"features, {split}")
-        features[split] = found
-        problems += [Problem(str(ws.survey.image_path(n)), None, why, "no features") for n, why in bad]
+        features[split], bad = extract(ws.survey, cache, split_names, cfg, ws.progress, f"features, {split}")
+        problems += bad
     report_problems(problems)
     classes = labelled.classes
     labels = {s: labelled.labels_array(names[s]) for s in ("train", "valid")}
@@ -84,30 +89,15 @@ def run(ws: Workspace) -> dict:
     scores = {"train": loo, **{s: stacked(queries[s], len(classes)) for s in queries}}
     probs = {s: calibration.probabilities(v) if len(v) else np.zeros((0, len(classes))) for s, v in scores.items()}
 
-    def rows_for(split, rows):      # a crop without input gets the prior, as in classify
-        found = dict(zip(names[split], probs[split]))
-        return np.stack([found.get(r, prior) for r in rows]) if rows else np.zeros((0, len(prior)))
-
-    results = metrics.classification_scores(rows_for("valid", ws.split.valid),
-                                            labelled.labels_array(ws.split.valid), prior)
+    results = ws.write_predictions(names, probs, scores, labels, prior)
     loo_scores = metrics.classification_scores(probs["train"][usable], labels["train"][usable], prior)
     results.update({
-        "validation images without input (scored with the prior)": len(ws.split.valid) - len(names["valid"]),
         "training crops, leave-one-out: log loss": loo_scores["log loss"],
         "training crops, leave-one-out: top-1 accuracy": loo_scores["top-1 accuracy"],
         "temperature": calibration.temperature, "floor": calibration.floor,
         "gallery crops": len(gallery), "gallery descriptors": int(len(gallery.descriptors)),
         "gallery MB": gallery.nbytes() / 2**20, "crops without features": len(problems),
         "minutes": (time.perf_counter() - started) / 60})
-    write_submission(ws.path("valid_probabilities.csv"), names["valid"], classes, probs["valid"])
-    if labelled.submission_rows:
-        write_submission(ws.path("submission.csv"), labelled.submission_rows, classes,
-                         rows_for("test", labelled.submission_rows))
-    ws.write_npz("features.npz", classes=np.array(classes),
-                 **{f"{s}_names": np.array(n, dtype=str) for s, n in names.items()},
-                 **{f"{s}_features": scores[s] for s in names},
-                 **{f"{s}_probabilities": probs[s] for s in names},
-                 **{f"{s}_labels": labels[s] for s in labels})
     ws.write_json("results.json", results)
     match_figure(cache, gallery, names["valid"], features["valid"], queries["valid"], probs["valid"], classes,
                  labels["valid"], ws.path("valid_matches.png"))
@@ -152,7 +142,8 @@ class MatchRun:
                 raise DataError(f"{run_dir}: no {need}; is this a finished match run folder "
                                 "(python train.py --stage match)?")
         try:
-            self.cfg = Match(**json.loads((run_dir / "config.json").read_text())["match"])
+            config = json.loads((run_dir / "config.json").read_text())
+            self.cfg, self.crops_dir = Match(**config["match"]), Path(config["data_dir"])
             with np.load(run_dir / "features.npz", allow_pickle=False) as z:
                 self.classes, train_labels = z["classes"].tolist(), z["train_labels"]
             cal = json.loads((run_dir / CALIBRATION).read_text())
@@ -162,10 +153,14 @@ class MatchRun:
         if not (np.isfinite(temperature) and temperature > 0 and 0 <= floor < 1):
             raise DataError(f"{run_dir / CALIBRATION}: temperature {temperature}, floor {floor} are no calibration")
         self.gallery = matching.Gallery.load(run_dir / GALLERY)
-        self.matcher = matching.Matcher(self.gallery, self.classes, self.cfg)
         self.calibration = matching.Calibration(temperature, floor,
                                                 metrics.class_prior(train_labels, len(self.classes)))
         self.trained_on = set(self.gallery.names)
+
+    @functools.cached_property
+    def matcher(self) -> matching.Matcher:
+        """Built on first use (seconds for a large gallery): growing a gallery needs no index."""
+        return matching.Matcher(self.gallery, self.classes, self.cfg)
 
     def features(self, crop: np.ndarray) -> matching.Features:
         size = self.cfg.crop_size
@@ -194,9 +189,8 @@ def add_crops(run_dir, crops_dir, progress: bool = True) -> dict:
     cache = build_cache(crops_dir, run.cfg.crop_size, progress=progress)
     names = [n for n in survey.train if n in cache.names and n not in run.trained_on]
     skipped = [n for n in survey.train if n in run.trained_on]
-    features, bad = matching.extract([cache.images[cache.index(n)] for n in names], names, run.cfg.max_keypoints,
-                                     progress, desc="features")
-    report_problems([Problem(str(survey.image_path(n)), None, why, "no features") for n, why in bad])
+    features, bad = extract(survey, cache, names, run.cfg, progress, "features")
+    report_problems(bad)
     grown = run.gallery.add(names, [survey.train[n] for n in names], features)
     grown.save(run.run_dir / GALLERY)
     known = set(run.classes)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rightwhale import atomic
+from rightwhale import atomic, metrics
 from rightwhale.cache import ImageCache, build_cache
 from rightwhale.config import StageConfig
 from rightwhale.data import DataError, Survey, load_survey, report_problems, save_classes
 from rightwhale.split import Split, ensure_split
+from rightwhale.submission import write_submission
 
 # Fields a resumed run may change: how long it trains (max_epochs only without a
 # learning-rate decay, whose schedule spans max_epochs).
@@ -84,6 +85,31 @@ class Workspace:
     def write_npz(self, name: str, **arrays) -> Path:
         atomic.write_npz(self.path(name), **arrays)
         return self.path(name)
+
+    def write_predictions(self, names: dict, probs: dict, features: dict, labels: dict, prior) -> dict:
+        """What a classifier or matcher run hands on: valid_probabilities.csv, submission.csv (every row of
+        sample_submission.csv) and features.npz, from the names, probabilities and features of each split
+        with an input; returns the validation scores. Every validation image and test row is scored, also
+        one without an input (a crop that failed): it gets the class prior, as its submission row would."""
+        labelled = self.labels_source
+
+        def rows_for(split, rows):
+            found = dict(zip(names[split], probs[split]))
+            return np.stack([found.get(r, prior) for r in rows]) if rows else np.zeros((0, len(prior)))
+
+        results = metrics.classification_scores(rows_for("valid", self.split.valid),
+                                                labelled.labels_array(self.split.valid), prior)
+        results["validation images without input (scored with the prior)"] = len(self.split.valid) - len(names["valid"])
+        write_submission(self.path("valid_probabilities.csv"), names["valid"], labelled.classes, probs["valid"])
+        if labelled.submission_rows:
+            write_submission(self.path("submission.csv"), labelled.submission_rows, labelled.classes,
+                             rows_for("test", labelled.submission_rows))
+        self.write_npz("features.npz", classes=np.array(labelled.classes),
+                       **{f"{s}_names": np.array(n, dtype=str) for s, n in names.items()},
+                       **{f"{s}_features": features[s] for s in names},
+                       **{f"{s}_probabilities": probs[s] for s in names},
+                       **{f"{s}_labels": labels[s] for s in labels})
+        return results
 
 
 def _config_changes(stored: dict, current: dict, prefix="") -> list[str]:
