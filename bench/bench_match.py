@@ -44,7 +44,7 @@ def main(argv=None):
     images = [cache.images[cache.index(n)] for n in names]
 
     started = time.perf_counter()
-    features, _ = matching.extract(images, names, cfg.max_keypoints, progress=False)
+    features, _ = matching.extract(images, names, cfg.max_keypoints, cfg.upright, progress=False)
     extract_ms = (time.perf_counter() - started) / len(names) * 1000
     gallery = build_gallery(names, [survey.train[n] for n in names], features, cfg, seed=0)
     with tempfile.TemporaryDirectory() as tmp:     # stored and loaded back, index built: what identify waits for

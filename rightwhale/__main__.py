@@ -3,10 +3,11 @@ import importlib
 import sys
 
 COMMANDS = {
-    "identify": ("rightwhale.identify", "which whale is in these photos (align, crop, classify, stack)"),
+    "identify": ("rightwhale.identify", "which whales are in these photos: a batch, a review page, new whales"),
     "train": ("rightwhale.stages", "train one stage (same as python train.py)"),
     "ensemble": ("rightwhale.ensemble", "stack classifier features (same as python ensemble.py)"),
-    "evaluate": ("rightwhale.evaluate", "score a classifier run on a labelled folder"),
+    "evaluate": ("rightwhale.evaluate", "score a classifier run on a labelled folder (--open-set: new whales)"),
+    "catalogue": ("rightwhale.catalogue", "add reviewed photos and new whales to the matcher's catalogue"),
     "reproduce": ("rightwhale.reproduce", "every stage on the embedded survey, then REPRODUCTION.md"),
     "synth": ("rightwhale.synth", "generate a synthetic aerial survey"),
     "split": ("rightwhale.split", "make or check the one stored train/validation split"),

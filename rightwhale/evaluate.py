@@ -1,5 +1,7 @@
 """python -m rightwhale.evaluate --run R --data-dir DIR: score a trained classifier or matcher on any labelled folder.
 
+With --open-set (match runs), how well the new-whale score tells whales outside the catalogue from those in it.
+
 The folder is in the Kaggle layout (imgs/ + train.csv, and test_labels.csv
 when it has one) of inputs like the run's: head crops for a classify or match run,
 whole photos for a naive run. Whales the run never saw cannot be predicted;
@@ -16,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rightwhale import metrics
+from rightwhale import matching, metrics, novelty
 from rightwhale.cache import build_cache
 from rightwhale.checkpoint import load_variables
 from rightwhale.data import DataError, load_survey, report_problems, source_of
 from rightwhale.report import table
 from rightwhale.ensemble import load_features, source_survey
 from rightwhale.stages.classify import build_classifier, softmax
-from rightwhale.stages.match import MatchRun, is_match_run
+from rightwhale.stages.match import MatchRun, is_match_run, stacked
 from rightwhale.stages.workspace import Rows
 from rightwhale.training import predict
 
@@ -60,7 +62,7 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
     report_problems(survey.problems)
     labelled = {**survey.train, **survey.test_labels}
     same_survey = source_survey(run_dir) == source_of(data_dir)
-    # a match run's gallery crops (any folder they came from, `add_crops` included) would match themselves
+    # a match run's gallery crops (any folder they came from, crops added to the catalogue included) would match themselves
     seen_in_training = [n for n in labelled if (same_survey or match_run) and n in trained_on]
     index = {c: i for i, c in enumerate(classes)}
     unseen = [n for n, whale in labelled.items() if whale not in index]
@@ -94,26 +96,74 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
             "per_class": per_class}
 
 
+def open_set(run_dir, data_dir=None, left_out: float = 0.2, seed: int = 0, progress=True) -> dict:
+    """How well a match run's new-whale score separates whales it has never seen: `left_out` of the
+    gallery's whales are removed entirely, the smaller catalogue calibrates its own threshold (its whales
+    left out in turn, as the match stage does), and the labelled crops of `data_dir` outside the gallery
+    are scored: those of removed whales (or of whales never in the gallery) are the new ones."""
+    if not is_match_run(run_dir):
+        raise DataError(f"{run_dir}: --open-set needs a match run (python train.py --stage match)")
+    run = MatchRun(run_dir)
+    data_dir = Path(data_dir or run.crops_dir)
+    gallery, classes, cfg = run.gallery, run.classes, run.cfg
+    whales = sorted(set(gallery.whales))
+    removed = set(np.random.default_rng(seed).permutation(whales)[:round(left_out * len(whales))].tolist())
+    kept = gallery.subset([i for i, w in enumerate(gallery.whales) if w not in removed])
+    index = {c: i for i, c in enumerate(classes)}
+    kept_labels = np.array([index[w] for w in kept.whales])
+    matcher = matching.Matcher(kept, classes, cfg)
+    matchable = np.flatnonzero(np.bincount(kept_labels, minlength=len(classes))[kept_labels] > 1)
+    known_loo = stacked(matcher.score_many([kept.features(i) for i in matchable],
+                                           exclude=[kept.names[i] for i in matchable], progress=progress),
+                        len(classes))
+    threshold = novelty.fit_threshold(known_loo, kept_labels[matchable],
+                                      novelty.leave_whales_out(kept, classes, cfg, seed, progress=progress))
+    survey = load_survey(data_dir)
+    report_problems(survey.problems)
+    labelled = {n: w for n, w in {**survey.train, **survey.test_labels}.items() if n not in run.trained_on}
+    cache = build_cache(data_dir, cfg.crop_size, progress=progress)
+    names = [n for n in labelled if n in cache.names]
+    if not names:
+        raise DataError(f"{data_dir}: no labelled crop outside the gallery to score")
+    feats = [run.features(cache.images[cache.index(n)]) for n in names]
+    scores = stacked(matcher.score_many(feats, progress=progress), len(classes))
+    in_catalogue = set(kept.whales)
+    known = np.array([labelled[n] in in_catalogue for n in names])
+    labels = np.array([index.get(labelled[n], -1) for n in names])
+    result = novelty.open_set_scores(scores[known], labels[known], scores[~known], threshold)
+    return {"data": str(data_dir), "whales removed from the gallery": len(removed),
+            "gallery crops kept": len(kept), **result,
+            "new-whale ROC AUC on the smaller catalogue itself": threshold.auc}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rightwhale.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="a naive, classify or match run folder (runs/classify-..., "
                                                 "runs/match-...)")
-    p.add_argument("--data-dir", required=True, help="labelled folder in the Kaggle layout (imgs/ + train.csv)")
+    p.add_argument("--data-dir", help="labelled folder in the Kaggle layout (imgs/ + train.csv); with "
+                                      "--open-set, default the match run's own crops")
+    p.add_argument("--open-set", action="store_true",
+                   help="match runs: remove --left-out of the whales from the gallery and report how well "
+                        "the new-whale score flags them (ROC AUC, flagged shares, known-whale top-1)")
+    p.add_argument("--left-out", type=float, default=0.2, help="share of whales removed (default 0.2)")
     p.add_argument("--ignore-unseen", action="store_true",
                    help="drop images of whales the run never saw instead of scoring them as misses")
     p.add_argument("--per-class", action="store_true", help="print the per-whale table")
     p.add_argument("--out", help="write the scores as JSON here")
     p.add_argument("--batch-size", type=int, default=16)
     args = p.parse_args(argv)
+    if not args.open_set and not args.data_dir:
+        p.error("--data-dir is required (except with --open-set)")
     try:
-        result = evaluate(args.run, args.data_dir, args.ignore_unseen, args.batch_size)
+        result = open_set(args.run, args.data_dir, args.left_out) if args.open_set else \
+            evaluate(args.run, args.data_dir, args.ignore_unseen, args.batch_size)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for key, value in result.items():
         if key != "per_class":
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    if result["unseen-whale images"] and not args.ignore_unseen:
+    if result.get("unseen-whale images") and not args.ignore_unseen:
         print(f"note: {result['unseen-whale images']} image(s) show whales the run never saw; they are "
               "scored as misses (add --ignore-unseen to leave them out)")
     if args.per_class:

@@ -1,17 +1,26 @@
-"""python -m rightwhale identify PHOTO...: which whale is this? The whole pipeline on new photos.
+"""python -m rightwhale identify PHOTO_OR_DIR... --out OUT: which whales are in these photos?
 
-For each photo: the aligner finds bonnet and blowhead (with test-time
-augmentation, whose spread says how sure it is), the head is cropped with
-the bonnet to the right, every classifier run scores the crop, and the
-probabilities come from what the ensemble chose out of fold: its stacker,
-the classifiers' average (also without an ensemble) or the best single
-classifier. Writes the aligned crop and a contact sheet of the crop beside
-training crops of the top candidates, so a researcher can
-confirm by eye.
+A whole survey flight at once. For each photo the aligner finds bonnet and
+blowhead (with test-time augmentation, whose spread says how sure it is),
+the head is cropped with the bonnet to the right (or, with --crops, the
+photos already are such crops), every classifier and matcher run scores
+it, and the probabilities come from what the ensemble chose out of fold.
+Each photo then gets a decision: `known`, `new?` (the matcher's new-whale
+score is past the threshold its catalogue calibrated, rightwhale/novelty.py)
+or `check alignment` (the aligner's augmentations disagree). Photos of the
+batch that are `new?` but match each other strongly become one provisional
+individual, new-1, new-2, ...
+
+OUT holds, per photo, the crop, a contact sheet, the matched keypoints and
+photos/STEM.json (what makes the batch resumable: a photo done is not done
+again), and for the batch identifications.csv, identifications.json and
+review.html, the page where a researcher accepts or rejects each proposal
+and saves the decisions for `python -m rightwhale catalogue add`.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import sys
@@ -19,8 +28,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+from tqdm import tqdm
 
-from rightwhale import atomic, crop, plots
+from rightwhale import atomic, crop, matching, novelty, plots
 from rightwhale.cache import rescale_points
 from rightwhale.checkpoint import load_variables
 from rightwhale.config import Tta
@@ -29,47 +41,68 @@ from rightwhale.ensemble import POOL, combine, default_runs, resolve_runs
 from rightwhale.evaluate import load_classifier
 from rightwhale.images import BadImage, read_image
 from rightwhale.models import get_model
+from rightwhale.review import write_review
 from rightwhale.stacking import LogLinearPool, Stacker
 from rightwhale.stages.align import MIN_HEAD_KEY, predict_with_tta
 from rightwhale.stages.classify import softmax
 from rightwhale.stages.match import MatchRun, is_match_run
 from rightwhale.training import predict
 
-CANDIDATE_CROPS = 3     # training crops shown per candidate on the contact sheet
+CANDIDATE_CROPS = 3         # training crops shown per candidate on the contact sheet
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+UNSURE_SPREAD = 0.25        # TTA spread / head length past which the crop may miss the head
+KNOWN, NEW, CHECK = "known", "new?", "check alignment"
+MATCHER_ALONE = "matcher alone"
+PRINTED = 20                # larger batches print a summary only; every photo is in identifications.csv
 
 
 class Pipeline:
-    """The trained runs identify needs, loaded once for many photos."""
+    """The trained runs identify needs, loaded once for many photos. `align_run` None: photos are crops."""
 
     def __init__(self, align_run, classify_runs, ensemble_dir=None):
-        align_run = Path(align_run)
-        if not (align_run / "best.msgpack").is_file():
-            raise DataError(f"{align_run}: no trained aligner; run `python train.py --stage align` first")
-        self.align_cfg = json.loads((align_run / "config.json").read_text())
-        self.aligner = get_model(self.align_cfg["model"], 4, **self.align_cfg["model_kwargs"])
-        self.aligner_variables = load_variables(align_run / "best.msgpack")
-        results = json.loads((align_run / "results.json").read_text()) if (align_run / "results.json").is_file() else {}
-        self.min_head_length = results.get(MIN_HEAD_KEY)     # a fraction of the photo width, as align cut crops
-        self.crops_dir = align_run / "crops"
+        self.aligner = None
+        if align_run is not None:
+            align_run = Path(align_run)
+            if not (align_run / "best.msgpack").is_file():
+                raise DataError(f"{align_run}: no trained aligner; run `python train.py --stage align` first, "
+                                "or pass --crops for photos that already are head crops")
+            self.align_cfg = json.loads((align_run / "config.json").read_text())
+            self.aligner = get_model(self.align_cfg["model"], 4, **self.align_cfg["model_kwargs"])
+            self.aligner_variables = load_variables(align_run / "best.msgpack")
+            results = json.loads((align_run / "results.json").read_text()) \
+                if (align_run / "results.json").is_file() else {}
+            self.min_head_length = results.get(MIN_HEAD_KEY)   # a fraction of the photo width, as align cut crops
         if not classify_runs:
-            raise DataError("no classifier runs: train one with `python train.py --stage classify`")
+            raise DataError("no classifier runs: train one with `python train.py --stage classify` "
+                            "(or --stage match)")
         self.classify_runs = [Path(r) for r in classify_runs]
         self.classifiers = [MatchRun(r) if is_match_run(r) else load_classifier(r) for r in self.classify_runs]
         self.matcher = next((m for m in self.classifiers if isinstance(m, MatchRun)), None)
-        self.classes = [m.classes if isinstance(m, MatchRun) else m[3] for m in self.classifiers]
-        for run, classes in zip(self.classify_runs, self.classes):
-            if classes != self.classes[0]:
+        self.notes = []
+        trained = [m.classes[:len(m.classes) - len(m.added_whales)] if isinstance(m, MatchRun) else m[3]
+                   for m in self.classifiers]
+        for run, classes in zip(self.classify_runs, trained):
+            if classes != trained[0]:
                 raise DataError(f"{run}: its whales differ from {self.classify_runs[0]}'s; identify with runs "
                                 "trained on one data set")
-        self.classes = self.classes[0]
-        self.examples = {}     # whale -> its training crops, from the aligner's crop folder
-        if (self.crops_dir / "train.csv").is_file():
-            crops = load_survey(self.crops_dir)
+        self.classes = self.matcher.classes if self.matcher is not None else trained[0]
+        self.examples = {}     # whale -> its training crops: the aligner's crop folder, the matcher's catalogue
+        if self.aligner is not None and (align_run / "crops" / "train.csv").is_file():
+            crops = load_survey(align_run / "crops")
             for name, whale in crops.train.items():
                 self.examples.setdefault(whale, []).append(crops.image_path(name))
+        elif self.matcher is not None:
+            for name, whale in zip(self.matcher.gallery.names, self.matcher.gallery.whales):
+                self.examples.setdefault(whale, []).append(self.matcher.crop_path(name))
         self.fitted, self.use = (None, None), "plain average"      # how the runs' outputs combine
         self.matches = None         # the matcher's matches of the last crop classified
-        if ensemble_dir and (Path(ensemble_dir) / "stacker.npz").is_file():
+        if self.matcher is not None and self.matcher.added_whales:
+            self.use = MATCHER_ALONE
+            if len(self.classifiers) > 1:
+                self.notes.append(f"the catalogue has {len(self.matcher.added_whales)} whale(s) the CNN runs never "
+                                  "saw (added by `catalogue add`): candidates are ranked by the matcher alone "
+                                  "until the CNNs are retrained")
+        elif ensemble_dir and (Path(ensemble_dir) / "stacker.npz").is_file():
             info = json.loads((Path(ensemble_dir) / "stacker.json").read_text())
             if info["runs"] == [str(r.resolve()) for r in self.classify_runs]:
                 self.use = info.get("use", "stacker")      # stacker, pool, plain average, or one run's name
@@ -79,6 +112,14 @@ class Pipeline:
                                     "`python ensemble.py` again")
                 self.fitted = (Stacker.load(Path(ensemble_dir) / "stacker.npz"),
                                LogLinearPool.load(pool) if pool.is_file() else None)
+        # the new-whale score's threshold: the matcher's, calibrated on its catalogue (None: never `new?`)
+        self.new_threshold = None if self.matcher is None or self.matcher.new_whale is None \
+            else self.matcher.new_whale.threshold
+        if self.matcher is None:
+            self.notes.append("no match run: no new-whale score, every photo is named a known whale")
+        elif self.matcher.new_whale is None:
+            self.notes.append(f"{self.matcher.run_dir}: made before the new-whale score; run the match stage "
+                              "again to flag new whales (or give --new-threshold)")
 
     def align(self, path: Path, photo: np.ndarray):
         """(bonnet, blowhead) in photo pixels and the TTA spread in photo pixels."""
@@ -94,10 +135,12 @@ class Pipeline:
         for member in self.classifiers:
             if isinstance(member, MatchRun):
                 p, scores, queries, feats = member.identify([head])
-                probs.append(p[0])
-                features.append(scores[0])
                 if member is self.matcher:        # the contact sheet shows the first match run's evidence
                     self.matches = (queries[0], feats[0])
+                    if self.use == MATCHER_ALONE:
+                        return p[0]
+                probs.append(p[0])
+                features.append(scores[0])
                 continue
             model, variables, cfg, _, _ = member
             size = cfg["image_size"]
@@ -110,15 +153,22 @@ class Pipeline:
 
     def describe(self) -> str:
         return {"stacker": "stacked ensemble", POOL: "log-linear pool of the ensemble's runs",
+                MATCHER_ALONE: f"the matcher alone ({self.matcher.run_dir.name})" if self.matcher else "",
                 "plain average": f"average of {len(self.classifiers)} classifier(s)"}.get(
             self.use, f"{self.use}, the best of the ensemble's candidates")
 
     def training_crops(self, whale: str, count: int) -> list[np.ndarray]:
-        return [read_image(path) for path in self.examples.get(whale, [])[:count]]
+        crops = []
+        for path in self.examples.get(whale, [])[:count]:
+            try:
+                crops.append(read_image(path))
+            except (BadImage, OSError):       # a moved catalogue must not stop identification
+                continue
+        return crops
 
 
-def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: str) -> dict:
-    photo = read_image(path)
+def head_of(pipe: Pipeline, path: Path, photo: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The aligned head crop of a photo and what the aligner said about it."""
     (bonnet, blowhead), spread = pipe.align(path, photo)
     cut = (bonnet, blowhead) if not pipe.min_head_length else \
         crop.lengthen((bonnet, blowhead), pipe.min_head_length * photo.shape[1])   # as the align stage cut crops
@@ -128,6 +178,18 @@ def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: st
     if isinstance(made, str):
         raise BadImage(f"{path}: the aligner's points cannot place a head ({made})")
     head, _, whole = made
+    return head, {"bonnet": bonnet.tolist(), "blowhead": blowhead.tolist(), "tta_spread_px": spread,
+                  "head_length_px": head_length, "tta_spread_ratio": spread / max(head_length, 1e-9),
+                  "whole_photo_fallback": whole}
+
+
+def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: str) -> dict:
+    photo = read_image(path)
+    if pipe.aligner is None:        # --crops: the photo is the head crop
+        head, aligned = photo, {"tta_spread_px": None, "head_length_px": None, "tta_spread_ratio": None,
+                                "whole_photo_fallback": False}
+    else:
+        head, aligned = head_of(pipe, path, photo)
     probs = pipe.classify(head)
     order = np.argsort(-probs)[:top]
     candidates = [(pipe.classes[i], float(probs[i])) for i in order]
@@ -140,14 +202,27 @@ def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: st
             sheet.append(example)
             titles.append(f"{whale} {p:.2f}" if i == 0 else whale)
     plots.image_grid(sheet, out_dir / f"{stem}_candidates.png", titles=titles, ncols=1 + CANDIDATE_CROPS)
-    inliers, drawn = {}, False
+    inliers, drawn, new_score = {}, False, None
     if pipe.matcher is not None:        # why the matcher proposes each candidate: its matched keypoints
         inliers, drawn = match_sheet(pipe, head, candidates, out_dir / f"{stem}_matches.png")
-    return {"photo": str(path), "crop": str(out_dir / f"{stem}_crop.png"),
-            "candidates": str(out_dir / f"{stem}_candidates.png"), "bonnet": bonnet.tolist(), "blowhead": blowhead.tolist(),
-            "tta_spread_px": spread, "head_length_px": head_length, "whole_photo_fallback": whole,
-            "top": candidates, "combined by": pipe.describe(), "matcher inliers": inliers,
-            "matches": str(out_dir / f"{stem}_matches.png") if drawn else None}
+        new_score = float(novelty.novelty_score(pipe.matches[0].scores)[0])
+    result = {"photo": str(path), "stem": stem, "crop": str(out_dir / f"{stem}_crop.png"),
+              "candidates": str(out_dir / f"{stem}_candidates.png"), **aligned,
+              "top": candidates, "combined by": pipe.describe(), "matcher inliers": inliers,
+              "matches": str(out_dir / f"{stem}_matches.png") if drawn else None, "new-whale score": new_score}
+    result["decision"] = decide(result, pipe.new_threshold)
+    return result
+
+
+def decide(result: dict, new_threshold: float | None) -> str:
+    """check alignment when the aligner's augmentations disagree, else new? past the new-whale threshold."""
+    ratio = result["tta_spread_ratio"]
+    if ratio is not None and (ratio >= UNSURE_SPREAD or result["whole_photo_fallback"]):
+        return CHECK
+    if new_threshold is not None and result["new-whale score"] is not None and \
+            result["new-whale score"] > new_threshold:
+        return NEW
+    return KNOWN
 
 
 def match_sheet(pipe: Pipeline, head: np.ndarray, candidates, path: Path) -> tuple[dict, bool]:
@@ -166,7 +241,7 @@ def match_sheet(pipe: Pipeline, head: np.ndarray, candidates, path: Path) -> tup
         pairs, g = query.pairs[gi], run.gallery.features(gi)
         name = run.gallery.names[gi]
         try:
-            candidate = np.asarray(Image.fromarray(read_image(run.crops_dir / "imgs" / name)).resize((size, size)))
+            candidate = np.asarray(Image.fromarray(read_image(run.crop_path(name))).resize((size, size)))
         except (BadImage, OSError):
             continue
         rows.append({"query": shown, "candidate": candidate, "query_xy": feats.keypoints[pairs[:, 0], :2] * size,
@@ -177,17 +252,120 @@ def match_sheet(pipe: Pipeline, head: np.ndarray, candidates, path: Path) -> tup
     return counts, bool(rows)
 
 
+def group_new(pipe: Pipeline, results: list[dict]) -> None:
+    """Give every `new?` photo a provisional individual, new-1, new-2, ...: photos that would be named one
+    another's whale (their match past the catalogue's new-whale threshold, either way round) share one.
+    They are scored against the catalogue with all `new?` photos added, so the LNBNN normaliser is the
+    catalogue's, as for any other query."""
+    new = [r for r in results if r["decision"] == NEW]
+    for r in results:
+        r["group"] = None
+    if not new or pipe.new_threshold is None:
+        return
+    run = pipe.matcher
+    feats = [run.features(read_image(r["crop"])) for r in new]
+    stems = [f"batch:{r['stem']}" for r in new]
+    gallery = run.gallery.add(stems, stems, feats)
+    classes = run.classes + stems
+    linked = np.zeros((len(new), len(new)), bool)
+    if sum(len(f) for f in feats):
+        matcher = matching.Matcher(gallery, classes, run.cfg)
+        scores = np.array([q.scores for q in matcher.score_many(feats, exclude=stems)])[:, len(run.classes):]
+        linked = novelty.novelty_score(scores.reshape(-1, 1)).reshape(scores.shape) <= pipe.new_threshold
+    _, component = connected_components(csr_matrix(linked | linked.T), directed=False)
+    number = {}
+    for r, c in zip(new, component):       # numbered in batch order
+        r["group"] = f"new-{number.setdefault(c, len(number) + 1)}"
+
+
+def expand(inputs) -> list[Path]:
+    """Photos named on the command line, folders expanded (sorted, recursively) to the photos inside."""
+    photos = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            photos += sorted(p for p in item.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+        else:
+            photos.append(item)
+    return photos
+
+
+def unique_stems(photos) -> list[str]:
+    """a/w_1.jpg and b/w_1.jpg must not overwrite each other; the same order gives the same stems."""
+    stems, seen = [], set()
+    for path in photos:
+        stem = path.stem
+        while stem in seen:
+            stem += "_"
+        seen.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def load_done(path: Path, photo: Path) -> dict | None:
+    """A photo identified by an earlier run of this batch, or None (never done, or its record unreadable)."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and result.get("photo") == str(photo) else None
+
+
+def csv_rows(results: list[dict], top: int) -> list[dict]:
+    rows = []
+    for r in results:
+        row = {"photo": r["photo"], "decision": r["decision"], "group": r["group"] or "",
+               "new-whale score": "" if r["new-whale score"] is None else f"{r['new-whale score']:.4f}",
+               "tta spread / head length": "" if r["tta_spread_ratio"] is None else f"{r['tta_spread_ratio']:.4f}"}
+        for k in range(top):
+            whale, p = r["top"][k] if k < len(r["top"]) else ("", None)
+            row[f"whale {k + 1}"] = whale
+            row[f"p {k + 1}"] = "" if p is None else f"{p:.4f}"
+            row[f"inliers {k + 1}"] = r["matcher inliers"].get(whale, "") if whale else ""
+        rows.append(row)
+    return rows
+
+
+def write_batch(out: Path, results: list[dict], top: int, pipe: Pipeline, skipped: list[tuple[str, str]]) -> None:
+    atomic.write_json(out / "identifications.json", {"catalogue": str(pipe.matcher.run_dir.resolve())
+                                                     if pipe.matcher else None, "photos": results,
+                                                     "skipped": [{"photo": p, "why": w} for p, w in skipped]})
+    rows = csv_rows(results, top)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["photo", "decision"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(out / "identifications.csv", text.getvalue())
+    write_review(out / "review.html", results, pipe.matcher.run_dir.resolve() if pipe.matcher else None)
+
+
+def print_result(result: dict) -> None:
+    print(f"\n{result['photo']} ({result['combined by']}): {result['decision']}"
+          + (f" ({result['group']})" if result.get("group") else ""))
+    for rank, (whale, prob) in enumerate(result["top"], 1):
+        print(f"  {rank}. {whale}  {prob:.3f}")
+    if result["matcher inliers"]:
+        print(f"  matcher inliers: {', '.join(f'{w} {n}' for w, n in result['matcher inliers'].items())}"
+              + (f"; matches: {result['matches']}" if result["matches"] else ""))
+    if result["tta_spread_px"] is not None:
+        print(f"  {confidence_note(result)}")
+    if result["whole_photo_fallback"]:
+        print("  note: the predicted points could not place a head crop; the whole photo was classified")
+    print(f"  crop: {result['crop']}, candidates: {result['candidates']}")
+
+
 def confidence_note(result: dict) -> str:
     ratio = result["tta_spread_px"] / max(result["head_length_px"], 1e-9)
     verdict = ("alignment looks reliable" if ratio < 0.1 else
-               "alignment is uncertain: check the crop" if ratio < 0.25 else
+               "alignment is uncertain: check the crop" if ratio < UNSURE_SPREAD else
                "alignment disagrees across augmentations: the crop may miss the head")
     return f"aligner TTA spread {result['tta_spread_px']:.1f} px = {ratio:.0%} of the head length; {verdict}"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rightwhale identify", description=__doc__.split("\n")[0])
-    p.add_argument("photos", nargs="+", help="aerial photos (JPEG or PNG)")
+    p.add_argument("photos", nargs="+", help="aerial photos (JPEG or PNG) or folders of them")
+    p.add_argument("--crops", action="store_true",
+                   help="the photos are aligned head crops (bonnet right), as the align stage cuts: no aligner")
     p.add_argument("--runs-root", help="folder of the trained runs (default ./runs, else ./runs/reproduce "
                                        "when only the reproduction has trained)")
     p.add_argument("--align", help="aligner run folder (default RUNS/align)")
@@ -195,7 +373,12 @@ def main(argv=None) -> int:
                                              "else every RUNS/classify-aligned-* and RUNS/match-aligned)")
     p.add_argument("--ensemble", help="ensemble folder with stacker.npz (default RUNS/ensemble)")
     p.add_argument("--top", type=int, default=5, help="candidates to list (default 5)")
-    p.add_argument("--out", default="identified", help="where crops and contact sheets go (default ./identified)")
+    p.add_argument("--new-threshold", type=float,
+                   help="new-whale score past which a photo is `new?` (default: the match run's, calibrated on "
+                        "its catalogue with whales left out in turn)")
+    p.add_argument("--out", default="identified", help="where results, crops and review.html go "
+                                                       "(default ./identified); a rerun resumes the batch")
+    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     root = Path(args.runs_root or "runs")
     if args.runs_root is None and not (root / "align").is_dir() and (root / "reproduce" / "align").is_dir():
@@ -207,36 +390,42 @@ def main(argv=None) -> int:
     else:
         runs = json.loads(stacked.read_text())["runs"] if stacked.is_file() else default_runs(root)
     try:
-        pipe = Pipeline(args.align or root / "align", runs, ensemble)
+        pipe = Pipeline(None if args.crops else args.align or root / "align", runs, ensemble)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.new_threshold is not None:
+        pipe.new_threshold = args.new_threshold
+    for note in pipe.notes:
+        print(f"note: {note}")
+    photos = expand(args.photos)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results, stems = [], set()
-    for path in args.photos:
-        stem = Path(path).stem
-        while stem in stems:            # a/w_1.jpg and b/w_1.jpg must not overwrite each other
-            stem += "_"
-        stems.add(stem)
-        try:
-            result = identify_photo(pipe, Path(path), args.top, out, stem)
-        except BadImage as e:
-            print(f"{path}: skipped: {e}", file=sys.stderr)
-            continue
+    (out / "photos").mkdir(parents=True, exist_ok=True)
+    results, skipped, resumed = [], [], 0
+    for path, stem in tqdm(list(zip(photos, unique_stems(photos))), disable=args.no_progress, desc="identifying",
+                           unit="photo"):
+        record = out / "photos" / f"{stem}.json"
+        result = load_done(record, path)
+        if result is not None:
+            resumed += 1
+        else:
+            try:
+                result = identify_photo(pipe, path, args.top, out, stem)
+            except (BadImage, OSError) as e:
+                print(f"{path}: skipped: {e}", file=sys.stderr)
+                skipped.append((str(path), str(e)))
+                continue
+            atomic.write_json(record, result)        # the batch's progress: a rerun starts after it
         results.append(result)
-        print(f"\n{path} ({result['combined by']}):")
-        for rank, (whale, prob) in enumerate(result["top"], 1):
-            print(f"  {rank}. {whale}  {prob:.3f}")
-        if result["matcher inliers"]:
-            print(f"  matcher inliers: {', '.join(f'{w} {n}' for w, n in result['matcher inliers'].items())}"
-                  + (f"; matches: {result['matches']}" if result["matches"] else ""))
-        print(f"  {confidence_note(result)}")
-        if result["whole_photo_fallback"]:
-            print("  note: the predicted points could not place a head crop; the whole photo was classified")
-        print(f"  crop: {result['crop']}, candidates: {result['candidates']}")
-    atomic.write_json(out / "identified.json", results)
-    print(f"\n{len(results)} of {len(args.photos)} photo(s) identified; all results in {out / 'identified.json'}")
+    group_new(pipe, results)
+    for result in results if len(results) <= PRINTED else []:
+        print_result(result)
+    write_batch(out, results, args.top, pipe, skipped)
+    counts = {d: sum(r["decision"] == d for r in results) for d in (KNOWN, NEW, CHECK)}
+    print(f"\n{len(results)} of {len(photos)} photo(s) identified ({resumed} from an earlier run of this batch): "
+          + ", ".join(f"{n} {d}" for d, n in counts.items())
+          + f"; {len({r['group'] for r in results if r['group']})} provisional new whale(s)")
+    print(f"results: {out / 'identifications.csv'}, {out / 'identifications.json'}; review: {out / 'review.html'}")
     return 0 if results else 1
 
 

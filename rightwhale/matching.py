@@ -69,13 +69,25 @@ class Features:
         return len(self.keypoints)
 
 
-def crop_features(image: np.ndarray, max_keypoints: int) -> Features:
-    """RootSIFT features of an RGB uint8 crop, the `max_keypoints` strongest."""
+def crop_features(image: np.ndarray, max_keypoints: int, upright: bool = False) -> Features:
+    """RootSIFT features of an RGB uint8 crop, the `max_keypoints` strongest.
+
+    upright: describe every keypoint at angle 0. Aligned crops do not need rotation invariance, and SIFT's
+    extra keypoints for second orientations would otherwise take places in the cap."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 16:
         raise ValueError(f"expected an RGB uint8 crop of at least 16x16, got {image.shape} {image.dtype}")
     cv2 = _cv2()
     grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    points, desc = cv2.SIFT_create(nfeatures=max_keypoints).detectAndCompute(grey, None)
+    sift = cv2.SIFT_create(nfeatures=0 if upright else max_keypoints)
+    if upright:
+        points, seen = [], set()
+        for p in sorted(sift.detect(grey, None), key=lambda p: -p.response):
+            if (p.pt, p.size) not in seen:           # one keypoint per place and scale
+                seen.add((p.pt, p.size))
+                points.append(cv2.KeyPoint(p.pt[0], p.pt[1], p.size, 0.0, p.response, p.octave))
+        points, desc = sift.compute(grey, points[:max_keypoints])
+    else:
+        points, desc = sift.detectAndCompute(grey, None)
     if desc is None or not points:
         return Features(np.zeros((0, 4), np.float32), np.zeros((0, DIM), np.uint8))
     desc = np.sqrt(desc / (desc.sum(axis=1, keepdims=True) + 1e-7))
@@ -133,6 +145,16 @@ class Gallery:
                        np.concatenate([self.descriptors, *[f.descriptors for f in features]]).astype(np.uint8),
                        self.centroids)
 
+    def subset(self, images) -> "Gallery":
+        """The gallery of these images only (indices, in order), same centroids."""
+        images = np.asarray(images, np.int64)
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in images]) \
+            if len(images) else np.zeros(0, np.int64)
+        counts = np.diff(self.offsets)[images]
+        return Gallery([self.names[i] for i in images], [self.whales[i] for i in images],
+                       np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), self.keypoints[rows],
+                       self.descriptors[rows], self.centroids)
+
     def nbytes(self) -> int:
         arrays = (self.offsets, self.keypoints, self.descriptors, self.centroids)
         return sum(a.nbytes for a in arrays if a is not None)
@@ -179,12 +201,12 @@ class Gallery:
             if bad]
 
 
-def extract(images, names, max_keypoints: int, progress: bool = True, desc: str = "features"):
+def extract(images, names, max_keypoints: int, upright: bool = False, progress: bool = True, desc: str = "features"):
     """Features of many crops; a crop that yields none is reported by name, not fatal.
     `images` maps index -> RGB uint8 array (a cache's memmap rows). Returns (features, [(name, why)])."""
     features, problems = [], []
     for name, image in tqdm(zip(names, images), total=len(names), disable=not progress, desc=desc, unit="crop"):
-        f = crop_features(np.asarray(image), max_keypoints)
+        f = crop_features(np.asarray(image), max_keypoints, upright)
         if not len(f):
             problems.append((name, "no SIFT keypoint (blank or featureless crop)"))
         features.append(f)
@@ -345,8 +367,8 @@ class Matcher:
         weight = np.maximum(d[:, k:k + 1] - d[:, :k], 0)
         idx, drop = np.maximum(idx[:, :k], 0), drop[:, :k] | drop[:, k:k + 1]
         whale = self.row_whale[idx]
-        near = np.linalg.norm(self.gallery.keypoints[idx, :2] - f.keypoints[:, None, :2], axis=2) < cfg.radius
-        vote = near & ~drop & (whale >= 0)
+        apart = np.linalg.norm(self.gallery.keypoints[idx, :2] - f.keypoints[:, None, :2], axis=2)
+        vote = (apart < cfg.radius) & ~drop & (whale >= 0)
         # at most one vote per whale per query descriptor: its nearest voting neighbour
         first = vote.copy()
         for j in range(1, k):

@@ -11,6 +11,7 @@ already holds results is reused (resumable); --fresh starts over.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -60,7 +61,13 @@ def _commit() -> str:
 def _run_step(args: list[str], folder: Path, common: list[str], preset: str, survey: Path) -> tuple[dict, float]:
     """Train one step unless its folder already has results of this preset, data and epoch count;
     returns (results, minutes of training)."""
-    if (folder / "results.json").is_file():
+    stale = False
+    if (folder / "results.json").is_file() and args[1] == "match":     # minutes to redo: redo when settings change
+        stale = json.loads((folder / "config.json").read_text()).get("match") != \
+            json.loads(json.dumps(dataclasses.asdict(stage_config("match", preset).match)))
+        if stale:
+            print(f"matching {folder} again: the matcher's settings have changed since")
+    if (folder / "results.json").is_file() and not stale:
         cfg = json.loads((folder / "config.json").read_text())
         flag = {a: b for a, b in zip(args, args[1:])}
         epochs = int(flag.get("--epochs", stage_config(flag["--stage"], preset).train.max_epochs))

@@ -11,7 +11,8 @@ from rightwhale.crop import crop_data_dir
 from rightwhale.data import DataError
 from rightwhale.ensemble import main as ensemble_main
 from rightwhale.stages import main as train_main
-from rightwhale.stages.match import MatchRun, add_crops
+from rightwhale.catalogue import main as catalogue_main
+from rightwhale.stages.match import MatchRun
 
 EXACT = Match(index="exact", shortlist=3)
 
@@ -154,11 +155,11 @@ def test_match_stage_identifies_annotated_crops(crops, tmp_path):
         assert (run / f).is_file()
     # the gallery grows by the crops it lacks (here the validation crops), the rest kept as they were
     before = matching.Gallery.load(run / "gallery.npz")
-    grown = add_crops(run, out, progress=False)
-    assert grown == {"added": results["validation images"], "already in the gallery": len(train_names),
-                     "gallery crops": len(train_names) + results["validation images"],
-                     "new whales (not yet nameable)": []}
-    after = MatchRun(run).gallery
+    assert catalogue_main(["add-crops", str(out), "--catalogue", str(run), "--no-progress"]) == 0
+    grown = MatchRun(run)
+    after = grown.gallery
+    assert len(after) == len(train_names) + results["validation images"] and not grown.added_whales
+    assert grown.crop_path(after.names[-1]) == run / "catalogue" / "imgs" / after.names[-1]
     assert after.names[:len(before)] == before.names
     np.testing.assert_array_equal(after.descriptors[:len(before.descriptors)], before.descriptors)
 

@@ -206,7 +206,7 @@ def test_identify_and_evaluate_with_the_matcher(pipeline, tmp_path, capsys):
     capsys.readouterr()
     assert rightwhale_main(["identify", str(photo), "--runs-root", str(runs), "--ensemble", str(tmp_path / "ens"),
                             "--out", str(tmp_path / "out"), "--top", "3"]) == 0
-    result = json.loads((tmp_path / "out" / "identified.json").read_text())[0]
+    result = json.loads((tmp_path / "out" / "identifications.json").read_text())["photos"][0]
     top = [whale for whale, _ in result["top"]]
     assert list(result["matcher inliers"]) == top          # the matcher's evidence for every candidate
     assert "matcher inliers" in capsys.readouterr().out

@@ -20,20 +20,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rightwhale import matching, metrics, plots
-from rightwhale.cache import build_cache
+from rightwhale import matching, metrics, novelty, plots
 from rightwhale.config import Match
-from rightwhale.data import DataError, Problem, load_survey, report_problems
+from rightwhale.data import DataError, Problem, report_problems
 from rightwhale.report import write_report
 from rightwhale.stages.workspace import Workspace
 
 GALLERY, CALIBRATION = "gallery.npz", "calibration.json"
+CATALOGUE = "catalogue"      # crops added after the run: imgs/ + train.csv (rightwhale.catalogue)
 
 
 def extract(survey, cache, names, cfg: Match, progress: bool, desc: str):
     """Features of the cached crops `names`, and a Problem for each crop that has none."""
     features, bad = matching.extract([cache.images[cache.index(n)] for n in names], names, cfg.max_keypoints,
-                                     progress, desc=desc)
+                                     cfg.upright, progress, desc=desc)
     return features, [Problem(str(survey.image_path(n)), None, why, "no features") for n, why in bad]
 
 
@@ -83,7 +83,10 @@ def run(ws: Workspace) -> dict:
         raise DataError(f"{ws.survey.root}: no whale has two training crops, so leave-one-out has nothing to "
                         "calibrate the matcher's probabilities on")
     calibration = matching.calibrate(loo[usable], labels["train"][usable], prior)
-    ws.write_json(CALIBRATION, calibration.to_dict())
+    ws.log("new-whale score: the gallery's crops scored with their whole whale left out")
+    new_whale = novelty.fit_threshold(loo[usable], labels["train"][usable], novelty.leave_whales_out(
+        gallery, classes, cfg, ws.cfg.train.seed, progress=ws.progress))
+    ws.write_json(CALIBRATION, {**calibration.to_dict(), "new whale": new_whale.to_dict()})
 
     queries = {s: matcher.score_many(features[s], progress=ws.progress) for s in ("valid", "test")}
     scores = {"train": loo, **{s: stacked(queries[s], len(classes)) for s in queries}}
@@ -95,6 +98,9 @@ def run(ws: Workspace) -> dict:
         "training crops, leave-one-out: log loss": loo_scores["log loss"],
         "training crops, leave-one-out: top-1 accuracy": loo_scores["top-1 accuracy"],
         "temperature": calibration.temperature, "floor": calibration.floor,
+        "new-whale ROC AUC, training crops (whales left out in turn)": new_whale.auc,
+        "new-whale threshold": new_whale.threshold,
+        "training crops of left-out whales flagged new?": new_whale.new_flagged,
         "gallery crops": len(gallery), "gallery descriptors": int(len(gallery.descriptors)),
         "gallery MB": gallery.nbytes() / 2**20, "crops without features": len(problems),
         "minutes": (time.perf_counter() - started) / 60})
@@ -143,19 +149,34 @@ class MatchRun:
                                 "(python train.py --stage match)?")
         try:
             config = json.loads((run_dir / "config.json").read_text())
-            self.cfg, self.crops_dir = Match(**config["match"]), Path(config["data_dir"])
+            # runs made before `upright` existed described keypoints at their SIFT orientation
+            self.cfg = Match(**{"upright": False, **config["match"]})
+            self.crops_dir = Path(config["data_dir"])
             with np.load(run_dir / "features.npz", allow_pickle=False) as z:
                 self.classes, train_labels = z["classes"].tolist(), z["train_labels"]
             cal = json.loads((run_dir / CALIBRATION).read_text())
             temperature, floor = float(cal["temperature"]), float(cal["floor"])
+            # runs made before the new-whale score have none: identify then never says `new?`
+            self.new_whale = novelty.Threshold(**cal["new whale"]) if "new whale" in cal else None
         except (ValueError, KeyError, TypeError, OSError) as e:     # JSONDecodeError and BadZipFile included
             raise DataError(f"{run_dir}: unreadable match run ({type(e).__name__}: {e}); run it again") from e
         if not (np.isfinite(temperature) and temperature > 0 and 0 <= floor < 1):
             raise DataError(f"{run_dir / CALIBRATION}: temperature {temperature}, floor {floor} are no calibration")
         self.gallery = matching.Gallery.load(run_dir / GALLERY)
-        self.calibration = matching.Calibration(temperature, floor,
-                                                metrics.class_prior(train_labels, len(self.classes)))
+        # whales added to the catalogue since (rightwhale.catalogue) get columns after the trained ones
+        known = set(self.classes)
+        self.added_whales = [w for w in dict.fromkeys(self.gallery.whales) if w not in known]
+        self.classes = self.classes + self.added_whales
+        added = [self.classes.index(w) for w in self.gallery.whales if w in set(self.added_whales)]
+        self.calibration = matching.Calibration(temperature, floor, metrics.class_prior(
+            np.concatenate([train_labels, np.array(added, np.int64)]).astype(np.int64), len(self.classes)))
         self.trained_on = set(self.gallery.names)
+        self.catalogue_dir = run_dir / CATALOGUE
+
+    def crop_path(self, name: str) -> Path:
+        """Where a gallery crop's image is: the run's crop folder, or the catalogue's for added crops."""
+        added = self.catalogue_dir / "imgs" / name
+        return added if added.is_file() else self.crops_dir / "imgs" / name
 
     @functools.cached_property
     def matcher(self) -> matching.Matcher:
@@ -165,7 +186,7 @@ class MatchRun:
     def features(self, crop: np.ndarray) -> matching.Features:
         size = self.cfg.crop_size
         image = np.asarray(Image.fromarray(np.asarray(crop)).resize((size, size), Image.BICUBIC))
-        return matching.crop_features(image, self.cfg.max_keypoints)
+        return matching.crop_features(image, self.cfg.max_keypoints, self.cfg.upright)
 
     def identify(self, crops) -> tuple[np.ndarray, np.ndarray, list, list]:
         """(probabilities, scores, per-query matches, features) of RGB crops of any size."""
@@ -177,45 +198,3 @@ class MatchRun:
 
 def is_match_run(run_dir) -> bool:
     return (Path(run_dir) / GALLERY).is_file()
-
-
-def add_crops(run_dir, crops_dir, progress: bool = True) -> dict:
-    """Add the labelled crops of `crops_dir` (imgs/ + train.csv) to a match run's gallery: only their features
-    are computed, the gallery's own are kept. Known whales gain crops; whales new to the run are stored in the
-    gallery but cannot be named until a new catalogue of classes is made (rightwhale issue 12)."""
-    run = MatchRun(run_dir)
-    survey = load_survey(crops_dir)
-    report_problems(survey.problems)
-    cache = build_cache(crops_dir, run.cfg.crop_size, progress=progress)
-    names = [n for n in survey.train if n in cache.names and n not in run.trained_on]
-    skipped = [n for n in survey.train if n in run.trained_on]
-    features, bad = extract(survey, cache, names, run.cfg, progress, "features")
-    report_problems(bad)
-    grown = run.gallery.add(names, [survey.train[n] for n in names], features)
-    grown.save(run.run_dir / GALLERY)
-    known = set(run.classes)
-    return {"added": len(names), "already in the gallery": len(skipped), "gallery crops": len(grown),
-            "new whales (not yet nameable)": sorted({survey.train[n] for n in names} - known)}
-
-
-def main(argv=None) -> int:
-    import argparse
-    import sys
-    p = argparse.ArgumentParser(prog="python -m rightwhale.stages.match",
-                                description="grow a match run's gallery with more labelled crops, no rebuild")
-    p.add_argument("--run", required=True, help="a match run folder (python train.py --stage match)")
-    p.add_argument("--add", required=True, help="a folder of labelled crops (imgs/ + train.csv)")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        result = add_crops(args.run, args.add, not args.no_progress)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for key, value in result.items():
-        print(f"{key}: {value}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Choose matcher settings on the real training crops only: leave-one-out top-1 / top-5 of a fixed random
+subset of them against the rest of the training gallery, never a validation crop. Each setting is a JSON
+object of rightwhale.config.Match fields; the gallery features of each (max_keypoints, crop_size, upright)
+are computed once and kept in --work.
+
+    python bench/tune_match.py '{}' '{"upright": false}' '{"max_keypoints": 800}' [--queries 1000]
+
+Uses ../shared/data/rightwhale-heads and its stored split (the one every stage uses).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rightwhale import matching
+from rightwhale.config import stage_config
+from rightwhale.stages import match
+from rightwhale.stages.workspace import open_workspace
+
+REAL_HEADS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rightwhale-heads"
+
+
+def training_gallery(heads: Path, work: Path, cfg) -> tuple[matching.Gallery, list[str]]:
+    """The gallery of the stored split's training crops for these feature settings, and the classes."""
+    key = f"gallery_{cfg.match.max_keypoints}_{cfg.match.crop_size}_{int(cfg.match.upright)}.npz"
+    ws = open_workspace(cfg, heads, work / "run", progress=False, log=lambda *a: None)
+    if (work / key).is_file():
+        return matching.Gallery.load(work / key), ws.labels_source.classes
+    cache = ws.cache(cfg.match.crop_size)
+    names = ws.present(cache)["train"]
+    features, _ = match.extract(ws.survey, cache, names, cfg.match, True, "features")
+    gallery = match.build_gallery(names, [ws.labels_source.train[n] for n in names], features, cfg.match,
+                                  cfg.train.seed)
+    gallery.save(work / key)
+    return gallery, ws.labels_source.classes
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("settings", nargs="+", help="JSON objects of Match fields, e.g. '{\"radius\": 0.09}'")
+    p.add_argument("--heads", type=Path, default=REAL_HEADS)
+    p.add_argument("--queries", type=int, default=1000, help="training crops scored (fixed random subset)")
+    p.add_argument("--work", type=Path, help="where gallery features are kept between runs (default: a temp dir)")
+    args = p.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="tune_match_"))
+    work.mkdir(parents=True, exist_ok=True)
+    for setting in args.settings:
+        cfg = stage_config("match", **json.loads(setting))
+        gallery, classes = training_gallery(args.heads, work, cfg)
+        labels = np.array([classes.index(w) for w in gallery.whales])
+        matchable = np.flatnonzero(np.bincount(labels, minlength=len(classes))[labels] > 1)
+        queries = np.sort(np.random.default_rng(0).permutation(matchable)[:args.queries])
+        matcher = matching.Matcher(gallery, classes, cfg.match)
+        start = time.perf_counter()
+        scores = match.stacked(matcher.score_many([gallery.features(i) for i in queries],
+                                                  exclude=[gallery.names[i] for i in queries]), len(classes))
+        ms = (time.perf_counter() - start) / len(queries) * 1000
+        truth = scores[np.arange(len(queries)), labels[queries]]
+        rank = (scores > truth[:, None]).sum(axis=1)
+        print(f"{setting}: top-1 {np.mean(rank < 1):.1%}, top-5 {np.mean(rank < 5):.1%} "
+              f"({len(queries)} training crops, {ms:.0f} ms per query)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""python -m rightwhale catalogue add DECISIONS.csv | add-crops DIR: grow the catalogue without retraining.
+
+The catalogue is a match run's gallery (rightwhale/matching.py): adding a crop
+computes its features only, the gallery's own are kept, and identify sees it
+at once. Crops added this way are copied into RUN/catalogue/imgs/ and listed
+in RUN/catalogue/train.csv (the Kaggle layout), so the run folder carries its
+whole catalogue. Whales new to the run get columns after the trained ones;
+CNN runs never saw them, and identify says so (it then ranks by the matcher
+alone).
+
+- `add DECISIONS.csv`: the researcher's decisions saved from identify's
+  review page (columns photo, crop, decision, whale, catalogue): `known`
+  adds the crop to the accepted whale, `new` to a new whale of the name
+  given, `unsure` adds nothing.
+- `add-crops DIR`: every labelled crop of a Kaggle-layout folder (imgs/ +
+  train.csv) that the gallery lacks.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rightwhale import atomic
+from rightwhale.data import DataError, load_survey, report_problems
+from rightwhale.images import BadImage, read_image
+from rightwhale.stages.match import GALLERY, MatchRun, is_match_run
+
+DECISIONS = ("photo", "crop", "decision", "whale", "catalogue")
+ADDING = {"known", "new"}
+CHOICES = ADDING | {"unsure"}
+
+
+def catalogue_rows(run: MatchRun) -> dict[str, str]:
+    """The crops added so far: name -> whale."""
+    path = run.catalogue_dir / "train.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {r["Image"]: r["whaleID"] for r in csv.DictReader(f)}
+
+
+def grow(run_dir, items, progress: bool = True) -> dict:
+    """Add (image path, whale, gallery name, is a new whale) items to a match run's catalogue. An unreadable
+    or featureless crop, a name already in the gallery, or a "new" whale named like a known one is skipped
+    and reported; the rest are added."""
+    run = MatchRun(run_dir)
+    rows, problems, present = catalogue_rows(run), [], 0
+    names, whales, features = [], [], []
+    for source, whale, name, new in tqdm(items, disable=not progress, desc="adding crops", unit="crop"):
+        if name in run.trained_on or name in names:      # added before (a rerun), or the run's own crop
+            present += 1
+            continue
+        if new and whale in run.classes:
+            problems.append(f"{source}: skipped: the new whale's name {whale} is a whale of the catalogue "
+                            "already; give it another name (or decide known)")
+            continue
+        try:
+            image = read_image(source)
+        except (BadImage, OSError) as e:
+            problems.append(f"{source}: skipped: unreadable ({e})")
+            continue
+        f = run.features(image)
+        if not len(f):
+            problems.append(f"{source}: skipped: no SIFT keypoint (blank or featureless crop)")
+            continue
+        atomic.write_bytes(run.catalogue_dir / "imgs" / name, Path(source).read_bytes())
+        names.append(name), whales.append(whale), features.append(f)
+    before = set(run.classes)
+    if names:
+        run.gallery.add(names, whales, features).save(run.run_dir / GALLERY)    # the commit point
+        rows.update(zip(names, whales))
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["Image", "whaleID"])
+        writer.writerows(rows.items())
+        atomic.write_text(run.catalogue_dir / "train.csv", text.getvalue())
+    for line in problems:
+        print(line, file=sys.stderr)
+    return {"added": len(names), "already in the catalogue": present, "skipped": len(problems),
+            "gallery crops": len(run.gallery) + len(names), "new whales": sorted(set(whales) - before)}
+
+
+def decisions_items(path: Path, catalogue=None) -> tuple[Path, list]:
+    """The match run and the (crop, whale, name) items of a decisions CSV saved from the review page."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = set(DECISIONS[:4]) - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"{path}: not a decisions file (no column {', '.join(sorted(missing))}); save one "
+                                "from the review page of `python -m rightwhale identify`")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: unreadable decisions file ({e})") from e
+    runs = {r.get("catalogue") for r in rows if r.get("catalogue")}
+    if catalogue is None and len(runs) != 1:
+        raise DataError(f"{path}: name the catalogue with --catalogue (the file names {len(runs)} match runs)")
+    items = []
+    for line, r in enumerate(rows, 2):
+        decision, whale = r["decision"].strip(), r["whale"].strip()
+        if decision not in CHOICES:
+            raise DataError(f"{path}, line {line}: decision {decision!r} is not one of {', '.join(sorted(CHOICES))}")
+        if decision in ADDING and not whale:
+            raise DataError(f"{path}, line {line}: decision {decision} needs a whale name")
+        if decision in ADDING:
+            crop = Path(r["crop"])
+            items.append((crop, whale, f"{whale}_{crop.name}", decision == "new"))
+    return Path(catalogue or runs.pop()), items
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rightwhale catalogue", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    add = sub.add_parser("add", help="add the accepted and new whales of a review page's decisions CSV")
+    add.add_argument("decisions", type=Path, help="decisions CSV saved from OUT/review.html")
+    crops = sub.add_parser("add-crops", help="add the labelled crops of a folder (imgs/ + train.csv)")
+    crops.add_argument("crops", type=Path, help="Kaggle-layout folder of head crops")
+    for q in (add, crops):
+        q.add_argument("--catalogue", help="the match run to grow (default: the one the decisions name; "
+                                           "required for add-crops)")
+        q.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "add":
+            run_dir, items = decisions_items(args.decisions, args.catalogue)
+        else:
+            if not args.catalogue:
+                p.error("add-crops needs --catalogue RUN (a match run folder)")
+            run_dir, survey = Path(args.catalogue), load_survey(args.crops)
+            report_problems(survey.problems)
+            items = [(survey.image_path(n), w, n, False) for n, w in survey.train.items()]
+        if not is_match_run(run_dir):
+            raise DataError(f"{run_dir}: not a match run (no {GALLERY}); the catalogue is a match run's gallery")
+        result = grow(run_dir, items, not args.no_progress)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
