@@ -254,9 +254,9 @@ def match_sheet(pipe: Pipeline, head: np.ndarray, candidates, path: Path) -> tup
 
 def group_new(pipe: Pipeline, results: list[dict]) -> None:
     """Give every `new?` photo a provisional individual, new-1, new-2, ...: photos that would be named one
-    another's whale (their match past the catalogue's new-whale threshold, either way round) share one.
-    They are scored against the catalogue with all `new?` photos added, so the LNBNN normaliser is the
-    catalogue's, as for any other query."""
+    another's whale (with the batch's `new?` photos added to the catalogue, the best match of one is the
+    other and no longer `new?`) share one. Scored against the whole catalogue, so the LNBNN normaliser and
+    the new-whale score mean what they mean for any other query."""
     new = [r for r in results if r["decision"] == NEW]
     for r in results:
         r["group"] = None
@@ -265,13 +265,12 @@ def group_new(pipe: Pipeline, results: list[dict]) -> None:
     run = pipe.matcher
     feats = [run.features(read_image(r["crop"])) for r in new]
     stems = [f"batch:{r['stem']}" for r in new]
-    gallery = run.gallery.add(stems, stems, feats)
-    classes = run.classes + stems
+    matcher = matching.Matcher(run.gallery.add(stems, stems, feats), run.classes + stems, run.cfg)
+    scores = np.array([q.scores for q in matcher.score_many(feats, exclude=stems)]).reshape(len(new), -1)
+    best = scores.argmax(axis=1) - len(run.classes)         # >= 0: another photo of the batch
+    named = (best >= 0) & (novelty.novelty_score(scores) <= pipe.new_threshold)
     linked = np.zeros((len(new), len(new)), bool)
-    if sum(len(f) for f in feats):
-        matcher = matching.Matcher(gallery, classes, run.cfg)
-        scores = np.array([q.scores for q in matcher.score_many(feats, exclude=stems)])[:, len(run.classes):]
-        linked = novelty.novelty_score(scores.reshape(-1, 1)).reshape(scores.shape) <= pipe.new_threshold
+    linked[np.flatnonzero(named), best[named]] = True
     _, component = connected_components(csr_matrix(linked | linked.T), directed=False)
     number = {}
     for r, c in zip(new, component):       # numbered in batch order

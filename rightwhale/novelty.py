@@ -24,14 +24,19 @@ from rightwhale.config import Match
 
 FOLDS = 5            # whales left out in turn, a fifth of them at a time
 KNOWN_LOSS = 0.04    # default operating point: known-whale top-1 this much lower at most
+BACKGROUND = 10      # whales after the best one that say how well anything matches a crop
+EPS = 1e-3           # scores are sums of LNBNN weights (about 0.01-0.3 each); a crop with no votes scores 0
 
 
 def novelty_score(scores: np.ndarray) -> np.ndarray:
-    """(n, whales) matcher scores -> (n,) higher = less like any catalogue whale: minus the square root of
-    the best whale's score (the same scale as the calibrated logits)."""
-    scores = np.atleast_2d(scores)
-    best = scores.max(axis=1) if scores.shape[1] else np.zeros(len(scores))
-    return -np.sqrt(np.maximum(best, 0))
+    """(n, whales) matcher scores -> (n,) higher = less like any catalogue whale: how little the best whale
+    stands out from the next `BACKGROUND`, log(their mean) - log(best). A ratio, not the best score alone:
+    crops differ in how many keypoints match anything at all. On the real crops' catalogue (whales left out
+    in turn) its ROC AUC is 0.78, the best score alone 0.71, the best minus the second 0.75."""
+    s = -np.sort(-np.atleast_2d(np.asarray(scores, np.float64)), axis=1)
+    best = s[:, 0] if s.shape[1] else np.zeros(len(s))
+    rest = s[:, 1:1 + BACKGROUND].mean(axis=1) if s.shape[1] > 1 else np.zeros(len(s))
+    return np.log(rest + EPS) - np.log(best + EPS)
 
 
 def leave_whales_out(gallery: matching.Gallery, classes, cfg: Match, seed: int = 0, folds: int = FOLDS,

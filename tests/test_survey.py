@@ -58,7 +58,7 @@ def catalogue(make_survey, tmp_path_factory):
     for n in unseen_crops[:2] + known_queries:
         shutil.copy(crops / "imgs" / n, batch / n)
     (batch / "zz_broken.jpg").write_bytes(b"not a jpeg")
-    return {"crops": crops, "run": run, "unseen": unseen, "unseen_crops": unseen_crops, "batch": batch,
+    return {"crops": crops, "known": known, "root": root, "run": run, "unseen": unseen, "unseen_crops": unseen_crops, "batch": batch,
             "known_queries": known_queries, "labels": dict(rows[1:])}
 
 
@@ -107,7 +107,7 @@ def test_batch_resumes_after_kill_9(catalogue, tmp_path):
     assert proc.returncode == -9 and 1 <= done < 4            # it was killed mid-batch
 
 
-def test_catalogue_add_then_identify_finds_the_added_whale(catalogue, tmp_path):
+def test_catalogue_add_then_identify_finds_the_added_whale(catalogue, tmp_path, capsys):
     c = catalogue
     run = tmp_path / "run"
     shutil.copytree(c["run"], run)
@@ -131,6 +131,16 @@ def test_catalogue_add_then_identify_finds_the_added_whale(catalogue, tmp_path):
     assert identify({**c, "run": run, "batch": query}, tmp_path / "again") == 0
     row = rows_of(tmp_path / "again" / "identifications.csv")[0]
     assert row["whale 1"] == "whale_newcomer" and row["decision"] == "known"
+    # a CNN run that never saw the added whale says so, and the matcher alone ranks
+    assert train_main(["--stage", "classify", "--crops", str(c["known"]), "--runs", str(c["root"] / "runs"),
+                       "--image-size", "16", "--epochs", "1", "--batch-size", "4", "--no-progress"]) == 0
+    cnn = c["root"] / "runs" / "classify-known-resnet19"
+    capsys.readouterr()
+    assert rightwhale_main(["identify", str(query), "--crops", "--runs", str(cnn), str(run), "--out",
+                            str(tmp_path / "both"), "--no-progress"]) == 0
+    assert "CNN runs never saw" in capsys.readouterr().out
+    row = rows_of(tmp_path / "both" / "identifications.csv")[0]
+    assert row["whale 1"] == "whale_newcomer"
     # a second add of the same decisions adds nothing
     assert rightwhale_main(["catalogue", "add", str(decisions), "--no-progress"]) == 0
     assert len(MatchRun(run).gallery) == len(grown.gallery)
