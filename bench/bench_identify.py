@@ -1,7 +1,7 @@
 """A batch of head crops through `python -m rightwhale identify --crops`: minutes for the batch (target: 1,000
 crops under 10 minutes on 2 cores), peak memory, and the ratio of its time per crop to the bare matcher's
 query of the same crops in the same run (what the workflow adds: contact sheets, match pictures, records,
-grouping, the review page).
+grouping, the review page; the batch also loads the run and builds its index, the bare matcher does not).
 
     python bench/bench_identify.py --run RUNS/match-rightwhale-heads [--crops 1000]
 

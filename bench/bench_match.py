@@ -22,7 +22,7 @@ from rightwhale import matching, metrics
 from rightwhale.cache import build_cache
 from rightwhale.config import stage_config
 from rightwhale.data import load_survey
-from rightwhale.stages.match import build_gallery, stacked
+from rightwhale.stages.match import build_gallery
 
 REAL_HEADS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rightwhale-heads"
 
@@ -67,7 +67,7 @@ def main(argv=None):
     for kind in args.kinds:
         matcher = matching.Matcher(gallery, classes, dataclasses.replace(cfg, index=kind))
         started = time.perf_counter()
-        scores = stacked(matcher.score_many([features[i] for i in pick], exclude=[names[i] for i in pick]),
+        scores = matching.score_matrix(matcher.score_many([features[i] for i in pick], exclude=[names[i] for i in pick]),
                          len(classes))
         ms = (time.perf_counter() - started) / len(pick) * 1000
         results[kind] = ms

@@ -1,7 +1,7 @@
 """Choose matcher settings on the real training crops only: leave-one-out top-1 / top-5 of a fixed random
 subset of them against the rest of the training gallery, never a validation crop. Each setting is a JSON
-object of rightwhale.config.Match fields; the gallery features of each (max_keypoints, crop_size, upright)
-are computed once and kept in --work.
+object of rightwhale.config.Match fields; the gallery of each (max_keypoints, crop_size, upright, cells)
+is computed once and kept in --work.
 
     python bench/tune_match.py '{}' '{"upright": false}' '{"max_keypoints": 800}' [--queries 1000]
 
@@ -27,7 +27,8 @@ REAL_HEADS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rightwha
 
 def training_gallery(heads: Path, work: Path, cfg) -> tuple[matching.Gallery, list[str]]:
     """The gallery of the stored split's training crops for these feature settings, and the classes."""
-    key = f"gallery_{cfg.match.max_keypoints}_{cfg.match.crop_size}_{int(cfg.match.upright)}.npz"
+    m = cfg.match
+    key = f"gallery_{m.max_keypoints}_{m.crop_size}_{int(m.upright)}_{m.cells}_{cfg.train.seed}.npz"
     ws = open_workspace(cfg, heads, work / "run", progress=False, log=lambda *a: None)
     if (work / key).is_file():
         return matching.Gallery.load(work / key), ws.labels_source.classes
@@ -57,7 +58,7 @@ def main(argv=None):
         queries = np.sort(np.random.default_rng(0).permutation(matchable)[:args.queries])
         matcher = matching.Matcher(gallery, classes, cfg.match)
         start = time.perf_counter()
-        scores = match.stacked(matcher.score_many([gallery.features(i) for i in queries],
+        scores = matching.score_matrix(matcher.score_many([gallery.features(i) for i in queries],
                                                   exclude=[gallery.names[i] for i in queries]), len(classes))
         ms = (time.perf_counter() - start) / len(queries) * 1000
         truth = scores[np.arange(len(queries)), labels[queries]]

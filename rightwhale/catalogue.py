@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import sys
 from pathlib import Path
@@ -35,29 +36,46 @@ ADDING = {"known", "new"}
 CHOICES = ADDING | {"unsure"}
 
 
-def catalogue_rows(run: MatchRun) -> dict[str, str]:
-    """The crops added so far: name -> whale."""
-    path = run.catalogue_dir / "train.csv"
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as f:
-        return {r["Image"]: r["whaleID"] for r in csv.DictReader(f)}
+def name_problem(whale: str) -> str | None:
+    """Why a whale name cannot be used, or None: it names files and CSV rows."""
+    if not whale:
+        return "no whale name"
+    if any(c in whale for c in '/\\\0') or whale in (".", "..") or whale != whale.strip():
+        return f"whale name {whale!r} holds a path separator or surrounding spaces"
+    return None
+
+
+def write_catalogue_csv(run: MatchRun, gallery) -> None:
+    """RUN/catalogue/train.csv from the gallery itself (its crops with a file in RUN/catalogue/imgs), so it
+    is complete however an earlier add ended."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["Image", "whaleID"])
+    writer.writerows((n, w) for n, w in zip(gallery.names, gallery.whales)
+                     if (run.catalogue_dir / "imgs" / n).is_file())
+    atomic.write_text(run.catalogue_dir / "train.csv", text.getvalue())
 
 
 def grow(run_dir, items, progress: bool = True) -> dict:
-    """Add (image path, whale, gallery name, is a new whale) items to a match run's catalogue. An unreadable
-    or featureless crop, a name already in the gallery, or a "new" whale named like a known one is skipped
-    and reported; the rest are added."""
+    """Add (image path, whale, gallery name, kind) items to a match run's catalogue, kind "known" (a whale of
+    the catalogue), "new" (not one yet) or "labelled" (either: a labelled folder). An unreadable
+    or featureless crop, a bad whale name, a "new" whale named like a known one or a "known" whale the
+    catalogue lacks is skipped and reported; a crop already in the gallery (a rerun) is counted; the rest
+    are added."""
     run = MatchRun(run_dir)
-    rows, problems, present = catalogue_rows(run), [], 0
+    problems, present, known = [], 0, set(run.classes)
     names, whales, features = [], [], []
-    for source, whale, name, new in tqdm(items, disable=not progress, desc="adding crops", unit="crop"):
+    for source, whale, name, kind in tqdm(items, disable=not progress, desc="adding crops", unit="crop"):
+        bad = name_problem(whale) or (
+            f"the new whale's name {whale} is a whale of the catalogue already; give it another name (or decide "
+            "known)" if kind == "new" and whale in known else
+            f"{whale} is no whale of the catalogue; decide new to add it as one" if kind == "known"
+            and whale not in known else None)
+        if bad:
+            problems.append(f"{source}: skipped: {bad}")
+            continue
         if name in run.trained_on or name in names:      # added before (a rerun), or the run's own crop
             present += 1
-            continue
-        if new and whale in run.classes:
-            problems.append(f"{source}: skipped: the new whale's name {whale} is a whale of the catalogue "
-                            "already; give it another name (or decide known)")
             continue
         try:
             image = read_image(source)
@@ -70,25 +88,21 @@ def grow(run_dir, items, progress: bool = True) -> dict:
             continue
         atomic.write_bytes(run.catalogue_dir / "imgs" / name, Path(source).read_bytes())
         names.append(name), whales.append(whale), features.append(f)
-    before = set(run.classes)
+    grown = run.gallery.add(names, whales, features)
     if names:
-        run.gallery.add(names, whales, features).save(run.run_dir / GALLERY)    # the commit point
-        rows.update(zip(names, whales))
-        text = io.StringIO()
-        writer = csv.writer(text)
-        writer.writerow(["Image", "whaleID"])
-        writer.writerows(rows.items())
-        atomic.write_text(run.catalogue_dir / "train.csv", text.getvalue())
+        grown.save(run.run_dir / GALLERY)          # the commit point
+    write_catalogue_csv(run, grown)
     for line in problems:
         print(line, file=sys.stderr)
     return {"added": len(names), "already in the catalogue": present, "skipped": len(problems),
-            "gallery crops": len(run.gallery) + len(names), "new whales": sorted(set(whales) - before)}
+            "gallery crops": len(grown), "new whales": sorted(set(whales) - known)}
 
 
 def decisions_items(path: Path, catalogue=None) -> tuple[Path, list]:
-    """The match run and the (crop, whale, name) items of a decisions CSV saved from the review page."""
+    """The match run and the (crop, whale, gallery name, kind) items of a decisions CSV saved from the review
+    page. The gallery name carries a hash of the crop's bytes: two flights' DSC_0001.jpg stay two crops."""
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             missing = set(DECISIONS[:4]) - set(reader.fieldnames or [])
             if missing:
@@ -97,19 +111,25 @@ def decisions_items(path: Path, catalogue=None) -> tuple[Path, list]:
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: unreadable decisions file ({e})") from e
-    runs = {r.get("catalogue") for r in rows if r.get("catalogue")}
+    if not rows:
+        raise DataError(f"{path}: no decisions in it (review photos on the page, then save)")
+    field = lambda r, k: (r.get(k) or "").strip()        # noqa: E731  (a short row has None)
+    runs = {field(r, "catalogue") for r in rows} - {""}
     if catalogue is None and len(runs) != 1:
         raise DataError(f"{path}: name the catalogue with --catalogue (the file names {len(runs)} match runs)")
     items = []
     for line, r in enumerate(rows, 2):
-        decision, whale = r["decision"].strip(), r["whale"].strip()
+        decision, whale, crop = field(r, "decision"), field(r, "whale"), Path(field(r, "crop"))
         if decision not in CHOICES:
             raise DataError(f"{path}, line {line}: decision {decision!r} is not one of {', '.join(sorted(CHOICES))}")
-        if decision in ADDING and not whale:
-            raise DataError(f"{path}, line {line}: decision {decision} needs a whale name")
+        if decision in ADDING and name_problem(whale):
+            raise DataError(f"{path}, line {line}: decision {decision}: {name_problem(whale)}")
         if decision in ADDING:
-            crop = Path(r["crop"])
-            items.append((crop, whale, f"{whale}_{crop.name}", decision == "new"))
+            try:
+                digest = hashlib.sha1(crop.read_bytes()).hexdigest()[:10]
+            except OSError as e:
+                raise DataError(f"{path}, line {line}: its crop {crop} is unreadable ({e})") from e
+            items.append((crop, whale, f"{whale}_{digest}_{crop.name}", decision))
     return Path(catalogue or runs.pop()), items
 
 
@@ -133,7 +153,7 @@ def main(argv=None) -> int:
                 p.error("add-crops needs --catalogue RUN (a match run folder)")
             run_dir, survey = Path(args.catalogue), load_survey(args.crops)
             report_problems(survey.problems)
-            items = [(survey.image_path(n), w, n, False) for n, w in survey.train.items()]
+            items = [(survey.image_path(n), w, n, "labelled") for n, w in survey.train.items()]
         if not is_match_run(run_dir):
             raise DataError(f"{run_dir}: not a match run (no {GALLERY}); the catalogue is a match run's gallery")
         result = grow(run_dir, items, not args.no_progress)

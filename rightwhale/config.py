@@ -220,6 +220,10 @@ def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
     model, size, train, extra = _PRESETS[stage][preset]
     if stage == "match":
         # the matcher is no network: the seed is its only training field, the crop size its input size
+        unknown = set(overrides) - set(Match.__dataclass_fields__) - {"seed", "crop_size", "image_size"}
+        if unknown:
+            raise ValueError(f"match: no setting {', '.join(sorted(unknown))} (Match has "
+                             f"{', '.join(Match.__dataclass_fields__)}, and seed)")
         match = dataclasses.replace(Match(), **{k: v for k, v in overrides.items() if k in Match.__dataclass_fields__})
         return StageConfig(stage=stage, preset=preset, model=MATCHER, image_size=match.crop_size,
                            train=Train(seed=overrides.get("seed", train.seed)), match=match)

@@ -25,7 +25,7 @@ from rightwhale.data import DataError, load_survey, report_problems, source_of
 from rightwhale.report import table
 from rightwhale.ensemble import load_features, source_survey
 from rightwhale.stages.classify import build_classifier, softmax
-from rightwhale.stages.match import MatchRun, is_match_run, stacked
+from rightwhale.stages.match import MatchRun, is_match_run, leave_one_out
 from rightwhale.stages.workspace import Rows
 from rightwhale.training import predict
 
@@ -112,11 +112,12 @@ def open_set(run_dir, data_dir=None, left_out: float = 0.2, seed: int = 0, progr
     index = {c: i for i, c in enumerate(classes)}
     kept_labels = np.array([index[w] for w in kept.whales])
     matcher = matching.Matcher(kept, classes, cfg)
-    matchable = np.flatnonzero(np.bincount(kept_labels, minlength=len(classes))[kept_labels] > 1)
-    known_loo = stacked(matcher.score_many([kept.features(i) for i in matchable],
-                                           exclude=[kept.names[i] for i in matchable], progress=progress),
-                        len(classes))
-    threshold = novelty.fit_threshold(known_loo, kept_labels[matchable],
+    loo, matchable = leave_one_out(matcher, kept.names, [kept.features(i) for i in range(len(kept))], kept_labels,
+                                   progress)
+    if not matchable.any():
+        raise DataError(f"{run_dir}: with {len(removed)} whales removed no whale has two crops left to calibrate "
+                        "the new-whale threshold on; remove fewer (--left-out)")
+    threshold = novelty.fit_threshold(loo[matchable], kept_labels[matchable],
                                       novelty.leave_whales_out(kept, classes, cfg, seed, progress=progress))
     survey = load_survey(data_dir)
     report_problems(survey.problems)
@@ -126,10 +127,13 @@ def open_set(run_dir, data_dir=None, left_out: float = 0.2, seed: int = 0, progr
     if not names:
         raise DataError(f"{data_dir}: no labelled crop outside the gallery to score")
     feats = [run.features(cache.images[cache.index(n)]) for n in names]
-    scores = stacked(matcher.score_many(feats, progress=progress), len(classes))
+    scores = matching.score_matrix(matcher.score_many(feats, progress=progress), len(classes))
     in_catalogue = set(kept.whales)
     known = np.array([labelled[n] in in_catalogue for n in names])
     labels = np.array([index.get(labelled[n], -1) for n in names])
+    if known.all() or not known.any():
+        raise DataError(f"{data_dir}: its {len(names)} crops outside the gallery are all of "
+                        f"{'known' if known.all() else 'removed'} whales; nothing to tell apart")
     result = novelty.open_set_scores(scores[known], labels[known], scores[~known], threshold)
     return {"data": str(data_dir), "whales removed from the gallery": len(removed),
             "gallery crops kept": len(kept), **result,
@@ -154,6 +158,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.open_set and not args.data_dir:
         p.error("--data-dir is required (except with --open-set)")
+    if args.open_set and not 0 < args.left_out < 1:
+        p.error(f"--left-out {args.left_out}: give a share of the whales between 0 and 1")
+    if args.open_set and args.per_class:
+        p.error("--per-class applies to closed-set scores, not --open-set")
     try:
         result = open_set(args.run, args.data_dir, args.left_out) if args.open_set else \
             evaluate(args.run, args.data_dir, args.ignore_unseen, args.batch_size)

@@ -81,19 +81,21 @@ class Pipeline:
         self.notes = []
         trained = [m.classes[:len(m.classes) - len(m.added_whales)] if isinstance(m, MatchRun) else m[3]
                    for m in self.classifiers]
-        for run, classes in zip(self.classify_runs, trained):
-            if classes != trained[0]:
+        for run, member, classes in zip(self.classify_runs, self.classifiers, trained):
+            if classes != trained[0] or (isinstance(member, MatchRun) and member.classes != self.matcher.classes):
                 raise DataError(f"{run}: its whales differ from {self.classify_runs[0]}'s; identify with runs "
-                                "trained on one data set")
+                                "trained on one data set (and match runs of one catalogue)")
         self.classes = self.matcher.classes if self.matcher is not None else trained[0]
         self.examples = {}     # whale -> its training crops: the aligner's crop folder, the matcher's catalogue
         if self.aligner is not None and (align_run / "crops" / "train.csv").is_file():
             crops = load_survey(align_run / "crops")
             for name, whale in crops.train.items():
                 self.examples.setdefault(whale, []).append(crops.image_path(name))
-        elif self.matcher is not None:
+        if self.matcher is not None:          # whales without crops there (added to the catalogue, or --crops)
+            missing = set(self.matcher.classes) - set(self.examples)
             for name, whale in zip(self.matcher.gallery.names, self.matcher.gallery.whales):
-                self.examples.setdefault(whale, []).append(self.matcher.crop_path(name))
+                if whale in missing:
+                    self.examples.setdefault(whale, []).append(self.matcher.crop_path(name))
         self.fitted, self.use = (None, None), "plain average"      # how the runs' outputs combine
         self.matches = None         # the matcher's matches of the last crop classified
         if self.matcher is not None and self.matcher.added_whales:
@@ -112,6 +114,10 @@ class Pipeline:
                                     "`python ensemble.py` again")
                 self.fitted = (Stacker.load(Path(ensemble_dir) / "stacker.npz"),
                                LogLinearPool.load(pool) if pool.is_file() else None)
+        # what a photo's record was made with: a rerun of the batch redoes a photo made otherwise
+        self.fingerprint = {"align": str(align_run.resolve()) if self.aligner is not None else None,
+                            "runs": [str(r.resolve()) for r in self.classify_runs], "combined by": self.use,
+                            "catalogue crops": len(self.matcher.gallery) if self.matcher is not None else None}
         # the new-whale score's threshold: the matcher's, calibrated on its catalogue (None: never `new?`)
         self.new_threshold = None if self.matcher is None or self.matcher.new_whale is None \
             else self.matcher.new_whale.threshold
@@ -202,14 +208,16 @@ def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: st
             sheet.append(example)
             titles.append(f"{whale} {p:.2f}" if i == 0 else whale)
     plots.image_grid(sheet, out_dir / f"{stem}_candidates.png", titles=titles, ncols=1 + CANDIDATE_CROPS)
-    inliers, drawn, new_score = {}, False, None
+    inliers, drawn, new_score, votes = {}, False, None, None
     if pipe.matcher is not None:        # why the matcher proposes each candidate: its matched keypoints
         inliers, drawn = match_sheet(pipe, head, candidates, out_dir / f"{stem}_matches.png")
         new_score = float(novelty.novelty_score(pipe.matches[0].scores)[0])
+        votes = int((pipe.matches[0].scores > 0).sum())
     result = {"photo": str(path), "stem": stem, "crop": str(out_dir / f"{stem}_crop.png"),
               "candidates": str(out_dir / f"{stem}_candidates.png"), **aligned,
               "top": candidates, "combined by": pipe.describe(), "matcher inliers": inliers,
-              "matches": str(out_dir / f"{stem}_matches.png") if drawn else None, "new-whale score": new_score}
+              "matches": str(out_dir / f"{stem}_matches.png") if drawn else None, "new-whale score": new_score,
+              "matcher votes": votes, "settings": pipe.fingerprint}
     result["decision"] = decide(result, pipe.new_threshold)
     return result
 
@@ -218,6 +226,8 @@ def decide(result: dict, new_threshold: float | None) -> str:
     """check alignment when the aligner's augmentations disagree, else new? past the new-whale threshold."""
     ratio = result["tta_spread_ratio"]
     if ratio is not None and (ratio >= UNSURE_SPREAD or result["whole_photo_fallback"]):
+        return CHECK
+    if result.get("matcher votes") == 0:     # no keypoint matched anything: not a head crop, or a blank one
         return CHECK
     if new_threshold is not None and result["new-whale score"] is not None and \
             result["new-whale score"] > new_threshold:
@@ -263,7 +273,7 @@ def group_new(pipe: Pipeline, results: list[dict]) -> None:
     if not new or pipe.new_threshold is None:
         return
     run = pipe.matcher
-    feats = [run.features(read_image(r["crop"])) for r in new]
+    feats = [crop_features(run, r["crop"]) for r in new]
     stems = [f"batch:{r['stem']}" for r in new]
     matcher = matching.Matcher(run.gallery.add(stems, stems, feats), run.classes + stems, run.cfg)
     scores = np.array([q.scores for q in matcher.score_many(feats, exclude=stems)]).reshape(len(new), -1)
@@ -277,12 +287,25 @@ def group_new(pipe: Pipeline, results: list[dict]) -> None:
         r["group"] = f"new-{number.setdefault(c, len(number) + 1)}"
 
 
-def expand(inputs) -> list[Path]:
-    """Photos named on the command line, folders expanded (sorted, recursively) to the photos inside."""
-    photos = []
+def crop_features(run: MatchRun, path) -> matching.Features:
+    """Features of a crop identify wrote; none if it has gone since (the photo then groups with no other)."""
+    try:
+        return run.features(read_image(path))
+    except (BadImage, OSError):
+        return run.features(np.zeros((16, 16, 3), np.uint8))
+
+
+def expand(inputs, out: Path) -> list[Path]:
+    """Photos named on the command line, folders expanded (sorted, recursively) to the photos inside, except
+    those of the output folder (identify . --out identified must not identify its own crops)."""
+    photos, out = [], out.resolve()
     for item in map(Path, inputs):
         if item.is_dir():
-            photos += sorted(p for p in item.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file()
+                           and out not in p.resolve().parents)
+            if not found:
+                print(f"{item}: no .jpg, .jpeg or .png photo in it", file=sys.stderr)
+            photos += found
         else:
             photos.append(item)
     return photos
@@ -300,13 +323,15 @@ def unique_stems(photos) -> list[str]:
     return stems
 
 
-def load_done(path: Path, photo: Path) -> dict | None:
-    """A photo identified by an earlier run of this batch, or None (never done, or its record unreadable)."""
+def load_done(path: Path, photo: Path, fingerprint: dict) -> dict | None:
+    """A photo identified by an earlier run of this batch with the same runs, catalogue and --top, or None
+    (never done, done otherwise, or its record unreadable)."""
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return result if isinstance(result, dict) and result.get("photo") == str(photo) else None
+    same = isinstance(result, dict) and result.get("photo") == str(photo) and result.get("settings") == fingerprint
+    return result if same else None
 
 
 def csv_rows(results: list[dict], top: int) -> list[dict]:
@@ -397,16 +422,18 @@ def main(argv=None) -> int:
         pipe.new_threshold = args.new_threshold
     for note in pipe.notes:
         print(f"note: {note}")
-    photos = expand(args.photos)
-    out = Path(args.out)
+    out = Path(args.out).resolve()          # records hold absolute paths: a rerun may start elsewhere
+    photos = expand(args.photos, out)
+    pipe.fingerprint["top"] = args.top
     (out / "photos").mkdir(parents=True, exist_ok=True)
     results, skipped, resumed = [], [], 0
     for path, stem in tqdm(list(zip(photos, unique_stems(photos))), disable=args.no_progress, desc="identifying",
                            unit="photo"):
         record = out / "photos" / f"{stem}.json"
-        result = load_done(record, path)
+        result = load_done(record, path, pipe.fingerprint)
         if result is not None:
             resumed += 1
+            result["decision"] = decide(result, pipe.new_threshold)     # --new-threshold may have changed
         else:
             try:
                 result = identify_photo(pipe, path, args.top, out, stem)

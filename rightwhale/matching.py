@@ -314,6 +314,11 @@ class QueryScores:
     pairs: dict[int, np.ndarray]            # gallery image -> (m, 2) inlier (query kp, gallery kp) rows
 
 
+def score_matrix(queries: list[QueryScores], classes: int) -> np.ndarray:
+    """(queries, classes) scores, also for no query."""
+    return np.array([q.scores for q in queries], np.float64).reshape(len(queries), classes)
+
+
 class Matcher:
     """Scores query crops against a gallery. Whale columns are `classes` (gallery whales outside it are
     ignored; a class without crops in the gallery scores zero)."""

@@ -52,8 +52,7 @@ def leave_whales_out(gallery: matching.Gallery, classes, cfg: Match, seed: int =
         if not len(out):
             continue
         matcher = matching.Matcher(gallery.subset(np.flatnonzero(crop_group != g)), classes, cfg)
-        queries = matcher.score_many([gallery.features(i) for i in out])
-        scores[out] = np.array([q.scores for q in queries]).reshape(len(out), len(classes))
+        scores[out] = matching.score_matrix(matcher.score_many([gallery.features(i) for i in out]), len(classes))
     return scores
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 from rightwhale import atomic
 
@@ -36,7 +38,8 @@ td, th { padding: .15em .6em; text-align: left; }
 .known { background: #2a7d2a; } .new { background: #b8602a; } .check { background: #8a2a8a; }
 .reviewed { outline: 3px solid #2a7d2a55; }
 </style></head><body>
-<header><b>rightwhale review</b>: __COUNT__ photos, <span id="done">0</span> reviewed.
+<header><b>rightwhale review</b>: __COUNT__ photos, <span id="done">0</span> reviewed (click a choice,
+the proposed one too, to review a photo; only reviewed photos are saved).
 <button id="save">Save decisions (CSV)</button> <span id="saved"></span></header>
 <main id="photos">__CARDS__</main>
 <script id="data" type="application/json">__DATA__</script>
@@ -49,30 +52,31 @@ function choice(i) {
   if (picked.value === "unsure") return ["unsure", ""];
   return ["known", picked.value.slice(6)];            // "known:<whale>"
 }
-function csvCell(s) { s = String(s); return /[",\\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s; }
-function decisionsCsv() {
+function csvCell(s) { s = String(s); return /[",\\r\\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s; }
+function reviewed(i) { return document.getElementById(`card${i}`).dataset.touched === "1"; }
+function decisionsCsv() {      // the photos the researcher reviewed, never an unreviewed proposal
   const rows = [["photo", "crop", "decision", "whale", "catalogue"]];
   data.photos.forEach((p, i) => {
     const c = choice(i);
-    if (c) rows.push([p.photo, p.crop, c[0], c[1], data.catalogue || ""]);
+    if (c && reviewed(i)) rows.push([p.photo, p.crop, c[0], c[1], data.catalogue || ""]);
   });
   return rows.map(r => r.map(csvCell).join(",")).join("\\n") + "\\n";
 }
 function refresh() {
   let done = 0;
   data.photos.forEach((p, i) => {
-    const touched = document.getElementById(`card${i}`).dataset.touched === "1";
-    document.getElementById(`card${i}`).classList.toggle("reviewed", touched);
-    done += touched;
+    document.getElementById(`card${i}`).classList.toggle("reviewed", reviewed(i));
+    done += reviewed(i);
   });
   document.getElementById("done").textContent = done;
 }
-document.querySelectorAll("input").forEach(el => el.addEventListener("change", e => {
-  e.target.closest(".photo").dataset.touched = "1";
-  refresh();
-}));
+// a click on any choice, the proposed one included, or typing a name marks the photo reviewed
+document.querySelectorAll("section.photo input").forEach(el => el.addEventListener(
+  el.type === "text" ? "input" : "click", e => { e.target.closest(".photo").dataset.touched = "1"; refresh(); }));
 document.getElementById("save").addEventListener("click", () => {
-  const unnamed = data.photos.findIndex((p, i) => { const c = choice(i); return c && c[0] === "new" && !c[1]; });
+  const unnamed = data.photos.findIndex((p, i) => {
+    const c = choice(i); return reviewed(i) && c && c[0] === "new" && !c[1];
+  });
   if (unnamed >= 0) {
     document.getElementById("saved").textContent = `name the new whale of ${data.photos[unnamed].photo} first`;
     return;
@@ -89,9 +93,14 @@ document.getElementById("save").addEventListener("click", () => {
 TAGS = {"known": "known", "new?": "new", "check alignment": "check"}
 
 
+def _link(path, here: Path) -> str:
+    """A picture's address relative to the page, URL-quoted (names may hold #, % or ?)."""
+    return html.escape(quote(Path(os.path.relpath(Path(path).absolute(), here)).as_posix())) if path else ""
+
+
 def _card(i: int, r: dict, here: Path) -> str:
     e = html.escape
-    link = lambda p: e(os.path.relpath(p, here)) if p else ""      # noqa: E731
+    link = lambda p: _link(p, here)      # noqa: E731
     rows = "".join(
         f"<tr><td><label><input type='radio' name='d{i}' value='known:{e(w)}'"
         f"{' checked' if r['decision'] == 'known' and k == 0 else ''}> accept</label></td><td>{e(w)}</td>"
@@ -118,12 +127,12 @@ def _card(i: int, r: dict, here: Path) -> str:
 def write_review(path, results: list[dict], catalogue) -> Path:
     """The review page of a batch: `results` as identify writes them, `catalogue` the match run."""
     path = Path(path)
-    here = path.parent.resolve()
+    here = path.parent.absolute()
     data = {"catalogue": str(catalogue) if catalogue else None,
-            "photos": [{"photo": r["photo"], "crop": str(Path(r["crop"]).resolve())} for r in results]}
-    page = (PAGE.replace("__COUNT__", str(len(results)))
-            .replace("__CARDS__", "".join(_card(i, r, here) for i, r in enumerate(results)))
-            .replace("__DATA__", json.dumps(data).replace("</", "<\\/"))
-            .replace("__FILE__", DECISIONS_FILE))
+            "photos": [{"photo": r["photo"], "crop": str(Path(r["crop"]).absolute())} for r in results]}
+    fields = {"COUNT": str(len(results)), "FILE": DECISIONS_FILE,
+              "CARDS": "".join(_card(i, r, here) for i, r in enumerate(results)),
+              "DATA": json.dumps(data).replace("<", "\\u003c")}      # no "</script>" or "<!--" in the data
+    page = re.sub(r"__(COUNT|FILE|CARDS|DATA)__", lambda m: fields[m.group(1)], PAGE)   # one pass: names stay names
     atomic.write_text(path, page)
     return path

@@ -37,11 +37,6 @@ def extract(survey, cache, names, cfg: Match, progress: bool, desc: str):
     return features, [Problem(str(survey.image_path(n)), None, why, "no features") for n, why in bad]
 
 
-def stacked(queries, classes: int) -> np.ndarray:
-    """(queries, classes) scores, also for no query."""
-    return np.array([q.scores for q in queries], np.float64).reshape(len(queries), classes)
-
-
 def build_gallery(names, whales, features, cfg, seed: int, source="the training crops") -> matching.Gallery:
     gallery = matching.Gallery.empty().add(names, whales, features)
     if len(gallery.descriptors) <= cfg.neighbours:
@@ -54,7 +49,8 @@ def build_gallery(names, whales, features, cfg, seed: int, source="the training 
 def leave_one_out(matcher: matching.Matcher, names, features, labels, progress: bool):
     """Scores of gallery crops against the rest of the gallery, and which of them can be calibrated on:
     a crop whose whale has no other crop in the gallery cannot be matched by anything."""
-    scores = stacked(matcher.score_many(features, exclude=names, progress=progress), len(matcher.classes))
+    queries = matcher.score_many(features, exclude=names, progress=progress)
+    scores = matching.score_matrix(queries, len(matcher.classes))
     others = np.bincount(labels, minlength=len(matcher.classes))[labels] > 1
     return scores, others
 
@@ -89,7 +85,7 @@ def run(ws: Workspace) -> dict:
     ws.write_json(CALIBRATION, {**calibration.to_dict(), "new whale": new_whale.to_dict()})
 
     queries = {s: matcher.score_many(features[s], progress=ws.progress) for s in ("valid", "test")}
-    scores = {"train": loo, **{s: stacked(queries[s], len(classes)) for s in queries}}
+    scores = {"train": loo, **{s: matching.score_matrix(queries[s], len(classes)) for s in queries}}
     probs = {s: calibration.probabilities(v) if len(v) else np.zeros((0, len(classes))) for s, v in scores.items()}
 
     results = ws.write_predictions(names, probs, scores, labels, prior)
@@ -192,7 +188,7 @@ class MatchRun:
         """(probabilities, scores, per-query matches, features) of RGB crops of any size."""
         feats = [self.features(c) for c in crops]
         queries = self.matcher.score_many(feats)
-        scores = stacked(queries, len(self.classes))
+        scores = matching.score_matrix(queries, len(self.classes))
         return self.calibration.probabilities(scores), scores, queries, feats
 
 
