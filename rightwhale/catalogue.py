@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rightwhale import atomic
+from rightwhale import atomic, runlock
 from rightwhale.data import DataError, load_survey, report_problems
 from rightwhale.images import BadImage, read_image
 from rightwhale.stages.match import GALLERY, MatchRun, is_match_run
@@ -156,7 +156,8 @@ def main(argv=None) -> int:
             items = [(survey.image_path(n), w, n, "labelled") for n, w in survey.train.items()]
         if not is_match_run(run_dir):
             raise DataError(f"{run_dir}: not a match run (no {GALLERY}); the catalogue is a match run's gallery")
-        result = grow(run_dir, items, not args.no_progress)
+        with runlock.hold(run_dir, "catalogue"):
+            result = grow(run_dir, items, not args.no_progress)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

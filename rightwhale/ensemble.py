@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from rightwhale import atomic, metrics
+from rightwhale import atomic, metrics, runlock
 from rightwhale.data import DataError, source_of
 from rightwhale.report import table
 from rightwhale.stacking import LogLinearPool, Stacker, choose_params, cross_val_pool, nested_cv_proba
@@ -48,6 +49,18 @@ def resolve_runs(runs, runs_root="runs") -> list[Path]:
     """Run folders given as paths, or as names of folders under RUNS."""
     return [Path(r) if Path(r).exists() or not (Path(runs_root) / r).exists() else Path(runs_root) / r
             for r in runs]
+
+
+def ensemble_runs(ensemble_dir) -> list[Path]:
+    """The member runs of an ensemble folder, stored relative to it, so a runs root copied or moved whole
+    keeps its ensemble (older folders stored absolute paths: they still read)."""
+    path = Path(ensemble_dir) / "stacker.json"
+    try:
+        runs = json.loads(path.read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: unreadable ensemble ({type(e).__name__}: {e}); run `python ensemble.py` "
+                        "again") from e
+    return [(Path(ensemble_dir) / r).resolve() for r in runs]
 
 
 def load_features(run_dir) -> dict:
@@ -83,6 +96,9 @@ def _scores(probs, labels) -> dict:
 
 def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = False, log=print) -> dict:
     run_dirs = [Path(r) for r in run_dirs]
+    twice = {d.resolve() for d in run_dirs if [r.resolve() for r in run_dirs].count(d.resolve()) > 1}
+    if twice:
+        raise DataError(f"{', '.join(map(str, sorted(twice)))}: named twice; stack each run once")
     if not run_dirs:
         raise DataError("no classifier runs to stack: train some with `python train.py --stage classify "
                         "[--model NAME]` or name them with --runs")
@@ -125,7 +141,9 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     stacker.save(out_dir / "stacker.npz")
     pool = LogLinearPool().fit(probs, y, k)
     pool.save(out_dir / "pool.npz")
-    atomic.write_json(out_dir / "stacker.json", {"runs": [str(d.resolve()) for d in run_dirs], "classes": classes,
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members = [os.path.relpath(d.resolve(), out_dir.resolve()) for d in run_dirs]     # movable with the root
+    atomic.write_json(out_dir / "stacker.json", {"runs": members, "classes": classes,
                                                  "feature_dims": [int(r["valid_features"].shape[1]) for r in runs],
                                                  "C": params[0], "floor": params[1], "use": use,
                                                  "pool weights": dict(zip([d.name for d in run_dirs],
@@ -199,7 +217,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         runs = resolve_runs(args.runs, args.runs_root) if args.runs else default_runs(args.runs_root)
-        results = run_ensemble(runs, args.out, args.folds, args.seed, args.gzip)
+        with runlock.hold(args.out, "ensemble folder"):
+            results = run_ensemble(runs, args.out, args.folds, args.seed, args.gzip)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -32,12 +32,12 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
-from rightwhale import atomic, crop, matching, novelty, plots
+from rightwhale import atomic, crop, matching, novelty, plots, runlock
 from rightwhale.cache import rescale_points
 from rightwhale.checkpoint import load_variables
 from rightwhale.config import Tta
 from rightwhale.data import DataError, load_survey
-from rightwhale.ensemble import POOL, combine, default_runs, resolve_runs
+from rightwhale.ensemble import POOL, combine, default_runs, ensemble_runs, resolve_runs
 from rightwhale.evaluate import load_classifier
 from rightwhale.images import BadImage, read_image
 from rightwhale.models import get_model
@@ -106,7 +106,7 @@ class Pipeline:
                                   "until the CNNs are retrained")
         elif ensemble_dir and (Path(ensemble_dir) / "stacker.npz").is_file():
             info = json.loads((Path(ensemble_dir) / "stacker.json").read_text())
-            if info["runs"] == [str(r.resolve()) for r in self.classify_runs]:
+            if ensemble_runs(ensemble_dir) == [r.resolve() for r in self.classify_runs]:
                 self.use = info.get("use", "stacker")      # stacker, pool, plain average, or one run's name
                 pool = Path(ensemble_dir) / "pool.npz"
                 if self.use == POOL and not pool.is_file():
@@ -412,7 +412,7 @@ def main(argv=None) -> int:
     if args.runs:
         runs = resolve_runs(args.runs, root)
     else:
-        runs = json.loads(stacked.read_text())["runs"] if stacked.is_file() else default_runs(root)
+        runs = ensemble_runs(ensemble) if stacked.is_file() else default_runs(root)
     try:
         pipe = Pipeline(None if args.crops else args.align or root / "align", runs, ensemble)
     except DataError as e:
@@ -420,10 +420,20 @@ def main(argv=None) -> int:
         return 2
     if args.new_threshold is not None:
         pipe.new_threshold = args.new_threshold
+    print(f"runs: {', '.join(str(r) for r in pipe.classify_runs)}"
+          + (f"; aligner {pipe.fingerprint['align']}" if pipe.aligner is not None else "") + f"; {pipe.describe()}")
     for note in pipe.notes:
         print(f"note: {note}")
     out = Path(args.out).resolve()          # records hold absolute paths: a rerun may start elsewhere
-    photos = expand(args.photos, out)
+    try:
+        with runlock.hold(out, "output folder"):
+            return identify_batch(pipe, expand(args.photos, out), out, args)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def identify_batch(pipe: Pipeline, photos: list[Path], out: Path, args) -> int:
     pipe.fingerprint["top"] = args.top
     (out / "photos").mkdir(parents=True, exist_ok=True)
     results, skipped, resumed = [], [], 0

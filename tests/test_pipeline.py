@@ -271,3 +271,47 @@ def test_stage_without_annotations_fails_at_once(make_survey, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert needs in err and "annotations/README.md" in err
     assert not list(survey.glob(".rightwhale/cache-*"))     # failed before decoding any photo
+
+
+def test_a_copied_then_moved_runs_root_serves_its_own_runs(pipeline, tmp_path, capsys):
+    survey, runs = pipeline.survey, pipeline.runs
+    pipeline.ensure("ensemble")
+    photo = survey / "imgs" / sorted(json.loads((runs / "align" / "predictions.json").read_text()))[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(runs, copy)
+    capsys.readouterr()
+    assert rightwhale_main(["identify", str(photo), "--runs-root", str(copy), "--out", str(tmp_path / "a"),
+                            "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert str((copy / "classify-aligned-resnet19").resolve()) in said and str(runs.resolve()) not in said
+    moved = tmp_path / "moved"
+    copy.rename(moved)
+    assert rightwhale_main(["identify", str(photo), "--runs-root", str(moved), "--out", str(tmp_path / "b"),
+                            "--no-progress"]) == 0
+    assert str((moved / "classify-aligned-resnet19").resolve()) in capsys.readouterr().out
+    first = json.loads((tmp_path / "a" / "identifications.json").read_text())["photos"][0]["top"]
+    assert json.loads((tmp_path / "b" / "identifications.json").read_text())["photos"][0]["top"] == first
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(pipeline, tmp_path, capsys):
+    import subprocess
+    pipeline.ensure("classify")
+    folder = tmp_path / "run"
+    shutil.copytree(pipeline.runs / "classify-aligned-resnet19", folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    holder = subprocess.Popen(["sleep", "60"])          # a live process of this host holds the folder
+    try:
+        (folder / ".lock").write_text(json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(),
+                                                  "since": 0}))
+        capsys.readouterr()
+        assert pipeline.run("--stage", "classify", "--image-size", "16", "--run-dir", str(folder),
+                            "--continue-training") == 2
+        assert f"in use by process {holder.pid}" in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == before   # untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    # its process gone, the lock is stale: the next writer takes the folder, and leaves no lock behind
+    assert pipeline.run("--stage", "classify", "--image-size", "16", "--run-dir", str(folder),
+                        "--continue-training", "--epochs", "2") == 0
+    assert not (folder / ".lock").exists()

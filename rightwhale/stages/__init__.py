@@ -12,6 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from rightwhale import runlock
 from rightwhale.config import PRESETS, STAGES, stage_config
 from rightwhale.data import DataError, report_problems, resolve_data_dir
 
@@ -97,8 +98,9 @@ def run_stage(args) -> dict:
         data_dir = resolve_data_dir(args.data_dir)
     run_dir = default_run_dir(args, cfg)
     print(f"{args.stage}: data {data_dir}, model {cfg.model}, input {cfg.image_size}px, run folder {run_dir}")
-    ws = open_workspace(cfg, data_dir, run_dir, resume=args.continue_training, parent=parent, progress=progress)
-    results = importlib.import_module(f"rightwhale.stages.{args.stage}").run(ws)
+    with runlock.hold(run_dir):          # one writer per run folder: a second training fails at once
+        ws = open_workspace(cfg, data_dir, run_dir, resume=args.continue_training, parent=parent, progress=progress)
+        results = importlib.import_module(f"rightwhale.stages.{args.stage}").run(ws)
     print(f"\n{args.stage} results ({run_dir / 'report.md'}):")
     for key, value in results.items():
         print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
