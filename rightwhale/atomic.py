@@ -1,7 +1,9 @@
-"""Atomic writes: a reader never sees half a checkpoint, cache index or submission.
+"""Atomic writes: a reader never sees half a checkpoint, cache index or submission; and validated reads.
 
 Write to a temporary file in the same directory, flush and fsync it, then
-os.replace() it over the target (atomic on POSIX and Windows).
+os.replace() it over the target (atomic on POSIX and Windows). `read_npz`
+reads such an artefact back and turns a truncated, foreign or incomplete
+file into one error naming it and the command that rebuilds it.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from rightwhale.errors import DataError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -56,3 +60,20 @@ def write_npz(path, **arrays) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     write_bytes(path, buf.getvalue())
+
+
+def read_npz(path, need, rebuild: str) -> dict:
+    """The arrays of an .npz artefact (no pickle), which must hold the keys `need`; DataError otherwise,
+    naming the file and `rebuild` (the command that makes it again)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; make it with `{rebuild}`") from None
+    except Exception as e:          # zip, npy header and pickle errors alike
+        raise DataError(f"{path}: unreadable ({type(e).__name__}: {e}); make it again with `{rebuild}`") from e
+    missing = set(need) - arrays.keys()
+    if missing:
+        raise DataError(f"{path}: lacks {', '.join(sorted(missing))}; make it again with `{rebuild}`")
+    return arrays

@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -174,13 +175,24 @@ def _decode_chunk(partial: str, shape, jobs, size: int):
     return results
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: leave as soon as the building process is gone (killed), instead of decoding the
+    rest of a chunk nobody will read."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _decoded(target, jobs, size, workers):
     """Yield (i, size or reason) as images finish, in-process or over a process pool."""
     if workers <= 1:
         yield from (_decode_one(target, i, path, size) for i, path in jobs)
         return
     # spawn, not fork: the caller may have started JAX's threads.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
     try:
         futures = [pool.submit(_decode_chunk, target.filename, target.shape, jobs[k:k + WORKER_CHUNK], size)
                    for k in range(0, len(jobs), WORKER_CHUNK)]
@@ -229,7 +241,10 @@ def build_cache(data_dir, size: int, workers: int | None = None, progress: bool 
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)      # one builder per cache; others wait, then reuse
-        if _is_current(_read_index(folder), plan):
+        meta = _read_index(folder)
+        if _is_current(meta, plan):        # reused: its failures are still skipped, so still reported
+            report_problems([Problem(str(survey.image_path(n)), None, f"{why} (recorded when {folder} was built)",
+                                     "unreadable image") for n, why in meta["failed"].items()])
             return open_cache(data_dir, size)
         resumed = _resume_sizes(folder, plan)   # images that failed before are tried again
         if resumed is None:
@@ -284,11 +299,13 @@ def main(argv=None) -> int:
         data_dir = resolve_data_dir(args.data_dir)
         start = time.monotonic()
         cache = build_cache(data_dir, args.size, args.workers)
+        skipped = len(load_survey(data_dir).problems)
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{len(cache.names)} images at {args.size}x{args.size} in {cache.root} "
-          f"({len(cache.failed)} failed, {time.monotonic() - start:.1f} s)")
+          f"({len(cache.failed)} failed to decode, {skipped} data problem(s) skipped before decoding, "
+          f"{time.monotonic() - start:.1f} s)")
     return 0
 
 

@@ -1,6 +1,12 @@
 """Checkpoints as msgpack files (flax.serialization), written atomically; unlike pickle, reading
 one runs no code. A run directory holds best.msgpack ({"params", "batch_stats"} of the best epoch)
-and last.msgpack (everything needed to resume; see rightwhale.training.fit)."""
+and last.msgpack (everything needed to resume; see rightwhale.training.fit).
+
+Each file ends with a SHA-256 of its msgpack bytes, checked on load: a truncated, empty or overwritten
+checkpoint is a one-line error naming it, never a traceback or garbage weights that print NaN. Files
+written before the checksum load without it (their values are still checked to be finite).
+"""
+import hashlib
 from pathlib import Path
 
 import jax
@@ -8,11 +14,24 @@ import numpy as np
 from flax import serialization
 
 from rightwhale.atomic import write_bytes
+from rightwhale.data import DataError
+
+MAGIC = b"rightwhale-sha256:"        # then 32 bytes of digest: the file's last 50 bytes
+
+
+class CorruptCheckpoint(DataError, ValueError):
+    """A checkpoint that cannot be what was saved (ValueError too, for callers that caught that before)."""
 
 
 def save(path, tree) -> None:
     """Write a pytree (device or host arrays, dicts, struct dataclasses) to `path`."""
-    write_bytes(path, serialization.msgpack_serialize(serialization.to_state_dict(jax.device_get(tree))))
+    data = serialization.msgpack_serialize(serialization.to_state_dict(jax.device_get(tree)))
+    write_bytes(path, data + MAGIC + hashlib.sha256(data).digest())
+
+
+def _corrupt(path: Path, why: str) -> CorruptCheckpoint:
+    return CorruptCheckpoint(f"{path}: corrupt checkpoint ({why}); train that run again (python train.py "
+                             f"--stage ... --run-dir {path.parent}), or restore the file")
 
 
 def load(path, target=None):
@@ -20,10 +39,22 @@ def load(path, target=None):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    data = path.read_bytes()
+    tail = len(MAGIC) + 32
+    if data[-tail:-32] == MAGIC:
+        data, digest = data[:-tail], data[-32:]
+        if hashlib.sha256(data).digest() != digest:
+            raise _corrupt(path, "its checksum does not match: overwritten or damaged")
+    elif not data:
+        raise _corrupt(path, "empty file")
     try:
-        restored = serialization.msgpack_restore(path.read_bytes())
+        restored = serialization.msgpack_restore(data)
     except Exception as e:  # msgpack raises several unrelated types on bad bytes
-        raise ValueError(f"checkpoint {path} is not a readable msgpack file: {e}") from e
+        raise _corrupt(path, f"not readable msgpack: {type(e).__name__}: {e}") from e
+    bad = [jax.tree_util.keystr(k) for k, v in jax.tree_util.tree_leaves_with_path(restored)
+           if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if bad:
+        raise _corrupt(path, f"non-finite values in {', '.join(bad[:3])}")
     if target is None:
         return restored
     try:
@@ -46,5 +77,5 @@ def load_variables(path) -> dict:
     """{"params", "batch_stats"} ready for model.apply (numpy arrays)."""
     restored = load(path)
     if not isinstance(restored, dict) or "params" not in restored:
-        raise ValueError(f"checkpoint {path} holds no model variables (no 'params' entry)")
+        raise _corrupt(Path(path), "no 'params' entry: not model variables")
     return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}

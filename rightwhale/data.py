@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rightwhale.atomic import write_json
+from rightwhale.errors import DataError
 
 PROJECT_ANNOTATIONS = Path(__file__).resolve().parents[1] / "annotations"
 DEFAULT_DATA_DIR = "data/synthetic-survey"
@@ -30,10 +31,6 @@ WHERE_TO_GET_DATA = ("download the Kaggle data from https://www.kaggle.com/c/noa
 ANNOTATION_FILES = (("bonnet", "points1.json", "point", ("x", "y")),
                     ("blowhead", "points2.json", "point", ("x", "y")),
                     ("boxes", "head_boxes.json", "rect", ("x", "y", "width", "height")))
-
-
-class DataError(Exception):
-    """Input data that cannot be used; the message names the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -374,7 +371,8 @@ def load_survey(data_dir, check_images: bool = False) -> Survey:
     _attach_annotations(survey, present, check_images)
     _attach_extras(survey, present)
     if not train:
-        raise DataError(f"{root / 'train.csv'}: no usable training images.\n" + summarize_problems(problems, limit=3))
+        raise DataError(f"{root / 'train.csv'}: no usable training images"
+                        + (".\n" + summarize_problems(problems, limit=3) if problems else " (it lists none)"))
     return survey
 
 
@@ -396,7 +394,7 @@ def source_of(data_dir) -> Path:
     return Path(json.loads(source.read_text())["survey"]).resolve() if source.is_file() else Path(data_dir).resolve()
 
 
-def resolve_data_dir(arg: str | None) -> Path:
+def resolve_data_dir(arg: str | None, progress: bool = True) -> Path:
     """A --data-dir argument; None means the embedded survey ($RIGHTWHALE_DATA), generated on first use."""
     if arg is not None:
         if not Path(arg).is_dir():
@@ -406,7 +404,7 @@ def resolve_data_dir(arg: str | None) -> Path:
     if not path.exists() or not any(path.iterdir()):
         synth = importlib.import_module("rightwhale.synth")  # only needed once; tests may fake it
         print(f"generating the embedded synthetic survey in {path} (first use)", file=sys.stderr)
-        synth.generate_survey(path)
+        synth.generate_survey(path, progress=progress)
     return path
 
 

@@ -68,8 +68,12 @@ def load_features(run_dir) -> dict:
     if not path.is_file():
         raise DataError(f"{run_dir}: no features.npz; make it with `python train.py --stage classify` (or "
                         "--stage match) first")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    features = atomic.read_npz(path, ["classes", "valid_names", "valid_features", "valid_probabilities"],
+                               f"python train.py --stage classify (or match) --run-dir {run_dir}")
+    probs = [v for k, v in features.items() if k.endswith("_probabilities")]
+    if any(not np.isfinite(p).all() for p in probs):
+        raise DataError(f"{path}: non-finite probabilities; train {run_dir} again")
+    return features
 
 
 def source_survey(run_dir) -> Path:

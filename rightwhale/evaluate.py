@@ -76,6 +76,9 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
         probs = matcher.identify([rows[i] for i in range(len(rows))])[0]
     else:
         probs = softmax(predict(model, variables, rows, batch_size)[0][:, :len(classes)])
+    if not np.isfinite(probs).all():
+        raise DataError(f"{run_dir}: non-finite probabilities; its checkpoint is corrupt or it diverged: "
+                        "train it again")
     # Unseen whales get their own column of zero probability: Kaggle's clipping then scores them.
     probs = np.concatenate([probs, np.zeros((len(names), 1))], axis=1)
     labels = np.array([index.get(labelled[n], len(classes)) for n in names])

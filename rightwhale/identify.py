@@ -39,7 +39,7 @@ from rightwhale.config import Tta
 from rightwhale.data import DataError, load_survey
 from rightwhale.ensemble import POOL, combine, default_runs, ensemble_runs, resolve_runs
 from rightwhale.evaluate import load_classifier
-from rightwhale.images import BadImage, read_image
+from rightwhale.images import BadImage, read_bounded, read_image
 from rightwhale.models import get_model
 from rightwhale.review import write_review
 from rightwhale.stacking import LogLinearPool, Stacker
@@ -53,6 +53,7 @@ PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 UNSURE_SPREAD = 0.25        # TTA spread / head length past which the crop may miss the head
 KNOWN, NEW, CHECK = "known", "new?", "check alignment"
 MATCHER_ALONE = "matcher alone"
+MAX_SIDE = 4096             # photos are decoded at most this large (DCT-scaled): memory stays bounded
 PRINTED = 20                # larger batches print a summary only; every photo is in identifications.csv
 
 
@@ -190,13 +191,16 @@ def head_of(pipe: Pipeline, path: Path, photo: np.ndarray) -> tuple[np.ndarray, 
 
 
 def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: str) -> dict:
-    photo = read_image(path)
+    photo = read_bounded(path, MAX_SIDE)
     if pipe.aligner is None:        # --crops: the photo is the head crop
         head, aligned = photo, {"tta_spread_px": None, "head_length_px": None, "tta_spread_ratio": None,
                                 "whole_photo_fallback": False}
     else:
         head, aligned = head_of(pipe, path, photo)
     probs = pipe.classify(head)
+    if not np.isfinite(probs).all():     # a run, not this photo, is broken: stop the batch, say which
+        raise DataError(f"the runs {', '.join(r.name for r in pipe.classify_runs)} give non-finite "
+                        f"probabilities for {path}; a checkpoint is corrupt or a run diverged")
     order = np.argsort(-probs)[:top]
     candidates = [(pipe.classes[i], float(probs[i])) for i in order]
     buf = io.BytesIO()

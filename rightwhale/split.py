@@ -16,7 +16,7 @@ import numpy as np
 
 from rightwhale import config
 from rightwhale.atomic import write_json
-from rightwhale.data import DataError, Survey, derived_dir, load_survey, resolve_data_dir
+from rightwhale.data import DataError, Survey, derived_dir, load_survey, report_problems, resolve_data_dir
 
 
 class SplitMismatch(DataError):
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         survey = load_survey(resolve_data_dir(args.data_dir))
+        report_problems(survey.problems)        # a row dropped (a conflicting label, say) is said, not hidden
         split = ensure_split(survey, config.Split(args.valid_fraction, args.seed))
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

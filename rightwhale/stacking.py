@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 from rightwhale import atomic
+from rightwhale.errors import DataError
 from rightwhale.metrics import class_prior, log_loss
 
 C_GRID = (0.003, 0.03, 0.3)
@@ -82,9 +83,19 @@ class Stacker:
 
     @classmethod
     def load(cls, path) -> "Stacker":
-        with np.load(path, allow_pickle=False) as z:
-            return cls(int(z["num_classes"]), float(z["C"]), float(z["floor"]), mean_=z["mean"],
-                       scale_=z["scale"], coef_=z["coef"], intercept_=z["intercept"], prior_=z["prior"])
+        z = atomic.read_npz(path, ["num_classes", "C", "floor", "mean", "scale", "coef", "intercept", "prior"],
+                            "python ensemble.py")
+        _check_finite(path, z)
+        return cls(int(z["num_classes"]), float(z["C"]), float(z["floor"]), mean_=z["mean"],
+                   scale_=z["scale"], coef_=z["coef"], intercept_=z["intercept"], prior_=z["prior"])
+
+
+def _check_finite(path, arrays: dict) -> None:
+    """No NaN, no infinity but the -inf intercepts of classes the stacker never saw."""
+    bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and (np.isnan(v).any() or np.isinf(
+        v if k != "intercept" else np.where(v == -np.inf, 0, v)).any())]
+    if bad:
+        raise DataError(f"{path}: non-finite {', '.join(bad)}; make it again with `python ensemble.py`")
 
 
 def cross_val_probas(features, labels, num_classes, grid=GRID, folds=5, seed=0) -> dict:
@@ -156,8 +167,9 @@ class LogLinearPool:
 
     @classmethod
     def load(cls, path) -> "LogLinearPool":
-        with np.load(path, allow_pickle=False) as z:
-            return cls(z["weights"], float(z["floor"]), z["prior"])
+        z = atomic.read_npz(path, ["weights", "floor", "prior"], "python ensemble.py")
+        _check_finite(path, z)
+        return cls(z["weights"], float(z["floor"]), z["prior"])
 
 
 def cross_val_pool(probs, labels, num_classes, folds=5, seed=0) -> np.ndarray:

@@ -18,6 +18,9 @@ def normalise(probs: np.ndarray, eps: float = 1e-15) -> np.ndarray:
 
 def write_submission(path, images: list[str], classes: list[str], probs: np.ndarray) -> Path:
     """Write `images` x `classes` probabilities; gzip when the name ends in .gz."""
+    if not np.isfinite(np.asarray(probs, np.float64)).all():
+        raise ValueError(f"{path}: refusing to write non-finite probabilities (a corrupt checkpoint or a "
+                         "diverged run upstream)")
     path, probs = Path(path), normalise(probs)
     if probs.shape != (len(images), len(classes)):
         raise ValueError(f"probabilities of shape {probs.shape} for {len(images)} images x {len(classes)} classes")

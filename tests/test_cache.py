@@ -95,6 +95,10 @@ def test_bad_images_are_skipped_and_reported(survey_dir, capsys):
         cache.index("w_2.jpg")
     index = json.loads((cache.root / "index.json").read_text())
     assert index["failed"] == cache.failed and len(index["sizes"]) == 7
+    # every later command that reuses the cache still skips w_2.jpg, and says so
+    build_cache(survey_dir, N, workers=1, progress=False)
+    err = capsys.readouterr().err
+    assert f"{photo}: truncated JPEG" in err and "recorded when" in err
 
 
 def test_stale_cache_is_refused_then_rebuilt(survey_dir):

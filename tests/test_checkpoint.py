@@ -1,8 +1,11 @@
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import serialization
 
 from rightwhale import checkpoint, training
 from rightwhale.config import Train
@@ -66,9 +69,28 @@ def test_bad_files_give_errors_naming_them(tmp_path):
     with pytest.raises(ValueError, match="junk.msgpack"):
         checkpoint.load(tmp_path / "junk.msgpack")
     checkpoint.save(tmp_path / "other.msgpack", {"w": np.zeros(3)})
-    with pytest.raises(ValueError, match="other.msgpack.*no model variables"):
+    with pytest.raises(ValueError, match="other.msgpack.*no 'params' entry"):
         checkpoint.load_variables(tmp_path / "other.msgpack")
     with pytest.raises(ValueError, match=r"other.msgpack.*\['w'\] has shape \(3,\), expected \(4,\)"):
         checkpoint.load(tmp_path / "other.msgpack", target={"w": np.zeros(4)})
     with pytest.raises(ValueError, match="other.msgpack does not match"):
         checkpoint.load(tmp_path / "other.msgpack", target={"v": np.zeros(3)})
+
+
+def test_damaged_checkpoints_are_one_line_errors_naming_the_file(tmp_path):
+    path = tmp_path / "best.msgpack"
+    checkpoint.save_variables(path, {"w": np.arange(5000, dtype=np.float32)}, {})
+    good = path.read_bytes()
+    damaged = {"empty": b"", "truncated": good[:len(good) // 2],
+               "overwritten": good[:1000] + bytes(range(256)) * 20 + good[1000 + 5120:]}   # same length
+    for what, data in damaged.items():
+        path.write_bytes(data)
+        with pytest.raises(checkpoint.CorruptCheckpoint, match=re.escape(str(path)) + ": corrupt checkpoint"):
+            checkpoint.load_variables(path)
+    # a checkpoint written before the checksum still loads, unless its values are not finite
+    legacy = serialization.msgpack_serialize({"params": {"w": np.ones(3, np.float32)}})
+    path.write_bytes(legacy)
+    np.testing.assert_array_equal(checkpoint.load_variables(path)["params"]["w"], np.ones(3))
+    path.write_bytes(serialization.msgpack_serialize({"params": {"w": np.array([1, np.nan], np.float32)}}))
+    with pytest.raises(checkpoint.CorruptCheckpoint, match=r"non-finite values in \['params'\]\['w'\]"):
+        checkpoint.load_variables(path)

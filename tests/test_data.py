@@ -14,7 +14,7 @@ from PIL import Image
 
 from rightwhale import data
 from rightwhale.data import DataError, Survey, load_survey
-from rightwhale.images import BadImage, check_image, photo_size, read_image
+from rightwhale.images import BadImage, check_image, photo_size, read_bounded, read_image
 
 W, H = 40, 30
 
@@ -305,6 +305,36 @@ def test_bad_images_are_named(tmp_path):
                 fn(tmp_path / name)
     with pytest.raises(BadImage, match="does not exist"):
         photo_size(tmp_path / "gone.jpg")
+
+
+def test_pixels_that_cannot_be_represented_are_converted_or_refused(tmp_path, monkeypatch):
+    ramp = (np.arange(64 * 32, dtype=np.uint32).reshape(32, 64) * 32).astype(np.uint16)   # 0..65504
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    grey = read_image(tmp_path / "deep.png")
+    np.testing.assert_array_equal(grey[..., 0], np.round(ramp / 65535 * 255).astype(np.uint8))   # not all 255
+    Image.fromarray(np.ones((8, 8), np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(BadImage, match="float.tiff: F .*convert the photo to 8-bit RGB"):
+        read_image(tmp_path / "float.tiff")
+    monkeypatch.setattr("rightwhale.images.MAX_MEGAPIXELS", 0.001)       # 1,000 pixels
+    with pytest.raises(BadImage, match=r"rgb.jpg: .* megapixels, above the limit"):
+        read_image(write_jpeg(tmp_path / "rgb.jpg"))
+
+
+def test_corrupt_jpeg_data_is_refused(tmp_path):
+    big = write_jpeg(tmp_path / "big.jpg", 320, 240).read_bytes()
+    # bytes lost mid-scan, the end marker intact: Pillow decodes half an image of garbage without a word
+    (tmp_path / "holed.jpg").write_bytes(big[:len(big) // 2] + big[len(big) // 2 + 300:])
+    np.asarray(Image.open(tmp_path / "holed.jpg").convert("RGB"))
+    for size in (None, 40):
+        with pytest.raises(BadImage, match=re.escape(f"{tmp_path / 'holed.jpg'}: corrupt JPEG data")):
+            read_image(tmp_path / "holed.jpg", size)
+
+
+def test_large_photos_decode_bounded(tmp_path):
+    big = write_jpeg(tmp_path / "big.jpg", 640, 480)
+    assert read_bounded(big, 160).shape == (120, 160, 3)
+    assert read_bounded(big, 1000).shape == (480, 640, 3)
 
 
 def test_check_images_drops_unreadable_photos(tmp_path):

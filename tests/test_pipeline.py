@@ -315,3 +315,27 @@ def test_a_second_writer_of_a_run_folder_is_refused(pipeline, tmp_path, capsys):
     assert pipeline.run("--stage", "classify", "--image-size", "16", "--run-dir", str(folder),
                         "--continue-training", "--epochs", "2") == 0
     assert not (folder / ".lock").exists()
+
+
+def test_corrupt_artefacts_are_one_line_errors(pipeline, tmp_path, capsys):
+    from rightwhale.evaluate import main as evaluate_main
+    survey, runs = pipeline.survey, pipeline.runs
+    pipeline.ensure("ensemble")
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    run = copy / "classify-aligned-resnet19"
+    photo = survey / "imgs" / sorted(json.loads((runs / "align" / "predictions.json").read_text()))[0]
+    weights = (run / "best.msgpack").read_bytes()
+    for damage in (weights[:len(weights) // 2], b"", weights[:500] + bytes(20000) + weights[20500:]):
+        (run / "best.msgpack").write_bytes(damage)
+        capsys.readouterr()
+        assert evaluate_main(["--run", str(run), "--data-dir", str(copy / "align" / "crops")]) == 2
+        assert f"{run / 'best.msgpack'}: corrupt checkpoint" in capsys.readouterr().err
+        assert rightwhale_main(["identify", str(photo), "--runs-root", str(copy), "--out", str(tmp_path / "o"),
+                                "--no-progress"]) == 2
+        assert f"{run / 'best.msgpack'}: corrupt checkpoint" in capsys.readouterr().err
+    features = (run / "features.npz").read_bytes()
+    (run / "features.npz").write_bytes(features[:len(features) // 3])
+    assert ensemble_main(["--runs", str(run), str(copy / "classify-aligned-oxfordnet19_gap"),
+                          "--out", str(tmp_path / "ens")]) == 2
+    assert f"{run / 'features.npz'}: unreadable" in capsys.readouterr().err

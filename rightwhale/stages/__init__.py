@@ -95,7 +95,7 @@ def run_stage(args) -> dict:
         data_dir = crops.resolve(args.crops, Path(args.runs), args.data_dir, args.preset, progress)
         parent = crops.parent_survey(data_dir, args.data_dir)
     else:
-        data_dir = resolve_data_dir(args.data_dir)
+        data_dir = resolve_data_dir(args.data_dir, progress)
     run_dir = default_run_dir(args, cfg)
     print(f"{args.stage}: data {data_dir}, model {cfg.model}, input {cfg.image_size}px, run folder {run_dir}")
     with runlock.hold(run_dir):          # one writer per run folder: a second training fails at once

@@ -67,7 +67,7 @@ ANNOTATED = "annotated-crops"    # RUNS/annotated-crops: what an aligner without
 def annotated_crops(runs_root: Path, data_dir=None, preset: str = "cpu", progress: bool = True) -> Path:
     """Head crops of the survey cut from its annotated points (at the align stage's crop size), made on
     first use and again when they were cut from another survey or at another size."""
-    survey, out = resolve_data_dir(data_dir), Path(runs_root) / ANNOTATED
+    survey, out = resolve_data_dir(data_dir, progress), Path(runs_root) / ANNOTATED
     size = stage_config("align", preset).crop_size
     made = json.loads((out / "source.json").read_text()) if (out / "source.json").is_file() else {}
     if not made or source_of(out) != survey.resolve() or made.get("size") != [size, size]:
