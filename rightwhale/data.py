@@ -175,8 +175,22 @@ def _read_json_list(path: Path) -> list[tuple[int, object]]:
     return items
 
 
+class _Listing(set):
+    """The file names in imgs/, knowing which are symbolic links that lead out of the data directory."""
+
+    def __init__(self, imgs: Path):
+        super().__init__(os.listdir(imgs))
+        root = imgs.parent.resolve()
+        self.escaping = {n: (imgs / n).resolve() for n in self if (imgs / n).is_symlink()
+                         and not (imgs / n).resolve().is_relative_to(root)}
+
+
 def _name_problem(name: str, present: set[str], missing=None) -> tuple[str, str] | None:
     """(message, kind) for an image name that could leave imgs/ or is not in it, else None."""
+    escaping = getattr(present, "escaping", {})
+    if name in escaping:
+        return (f"imgs/{name} is a link to {escaping[name]}, outside the data directory: not followed (copy "
+                "the file in)", "link outside the data directory")
     if not name:
         reason = "empty file name"
     elif os.path.isabs(name) or name.startswith(("/", "\\")):
@@ -354,7 +368,7 @@ def load_survey(data_dir, check_images: bool = False) -> Survey:
                else "no imgs/ folder holding the photos" if not (root / "imgs").is_dir() else None)
     if missing:
         raise DataError(f"{root}: {missing}; {WHERE_TO_GET_DATA}")
-    present = set(os.listdir(root / "imgs"))
+    present = _Listing(root / "imgs")
     problems: list[Problem] = []
     classes, test, submission_rows = None, [], []
     if (root / "sample_submission.csv").is_file():

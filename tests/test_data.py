@@ -263,6 +263,19 @@ def test_submission_test_labels_and_pattern_types(tmp_path):
         next(p for p in s.problems if p.kind == "unknown whale"))
 
 
+def test_links_out_of_the_data_directory_are_not_followed(tmp_path):
+    write_survey(tmp_path / "data", LABELS)
+    outside = write_jpeg(tmp_path / "elsewhere.jpg")
+    photo = tmp_path / "data" / "imgs" / "w_2.jpg"
+    photo.unlink()
+    photo.symlink_to(outside)
+    (tmp_path / "data" / "imgs" / "w_3.jpg").rename(tmp_path / "data" / "w_3_real.jpg")
+    (tmp_path / "data" / "imgs" / "w_3.jpg").symlink_to(tmp_path / "data" / "w_3_real.jpg")   # inside: fine
+    s = load_survey(tmp_path / "data")
+    assert "w_2.jpg" not in s.train and "w_3.jpg" in s.train
+    assert any(p.kind == "link outside the data directory" and str(outside) in p.message for p in s.problems)
+
+
 # --- decoding -----------------------------------------------------------------
 
 def test_read_image_sizes_and_modes(tmp_path):
@@ -370,7 +383,7 @@ def test_data_dir_resolution(tmp_path, monkeypatch):
     assert data.resolve_data_dir(str(tmp_path)) == tmp_path
     calls = []
     fake = types.ModuleType("rightwhale.synth")
-    fake.generate_survey = lambda out: (calls.append(out), write_survey(out, LABELS))
+    fake.generate_survey = lambda out, progress=True: (calls.append(out), write_survey(out, LABELS))
     monkeypatch.setitem(sys.modules, "rightwhale.synth", fake)
     monkeypatch.setenv("RIGHTWHALE_DATA", str(tmp_path / "survey"))
     assert data.resolve_data_dir(None) == tmp_path / "survey"
