@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,9 +23,21 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def is_writer() -> bool:
+    """Whether this process writes files: on several hosts only process 0 does (the run folder is shared, the
+    others compute the same results). Without JAX imported there is no multi-host run."""
+    jax = sys.modules.get("jax")
+    return jax is None or jax.process_index() == 0
+
+
 @contextlib.contextmanager
-def atomic_open(path, mode="wb"):
-    """Open a temporary file beside `path`; on clean exit it replaces `path`."""
+def atomic_open(path, mode="wb", always: bool = False):
+    """Open a temporary file beside `path`; on clean exit it replaces `path`. On a process other than 0 of a
+    multi-host run, a sink that is thrown away (process 0 writes the same bytes), unless `always` (the image
+    cache, which every host builds under a file lock)."""
+    if not always and not is_writer():
+        yield io.BytesIO() if "b" in mode else io.StringIO()
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,18 +54,18 @@ def atomic_open(path, mode="wb"):
         raise
 
 
-def write_bytes(path, data: bytes) -> None:
-    with atomic_open(path, "wb") as f:
+def write_bytes(path, data: bytes, always: bool = False) -> None:
+    with atomic_open(path, "wb", always) as f:
         f.write(data)
 
 
-def write_text(path, text: str) -> None:
-    with atomic_open(path, "w") as f:
+def write_text(path, text: str, always: bool = False) -> None:
+    with atomic_open(path, "w", always) as f:
         f.write(text)
 
 
-def write_json(path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+def write_json(path, obj, always: bool = False) -> None:
+    write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n", always)
 
 
 def write_npz(path, **arrays) -> None:

@@ -217,12 +217,12 @@ def _finish(folder: Path, target: np.memmap, plan: dict, sizes: list, failed: di
     """Drop failed slots, publish images.u8, then the index (the cache is valid from here)."""
     good = [i for i, wh in enumerate(sizes) if wh is not None]
     if len(good) < len(sizes):
-        with atomic_open(folder / PARTIAL) as f:
+        with atomic_open(folder / PARTIAL, always=True) as f:
             for k in range(0, len(good), 256):
                 f.write(target[good[k:k + 256]].tobytes())
     os.replace(folder / PARTIAL, folder / DATA)
     write_json(folder / INDEX, {**plan, "names": [plan["names"][i] for i in good],
-                                "sizes": [sizes[i] for i in good], "failed": failed})
+                                "sizes": [sizes[i] for i in good], "failed": failed}, always=True)
     (folder / PROGRESS).unlink(missing_ok=True)
 
 
@@ -259,7 +259,7 @@ def build_cache(data_dir, size: int, workers: int | None = None, progress: bool 
 
         def save():
             target.flush()                    # pixels reach the file before the marker
-            write_json(folder / PROGRESS, {**plan, "sizes": sizes})
+            write_json(folder / PROGRESS, {**plan, "sizes": sizes}, always=True)
 
         saved, saved_at = len(names) - len(jobs), time.monotonic()      # images done at the last save, and when
         with tqdm(total=len(names), initial=saved, unit="img", disable=not progress, desc=f"cache {size}px") as bar:

@@ -15,7 +15,8 @@ import socket
 import time
 from pathlib import Path
 
-from rightwhale.data import DataError
+from rightwhale import atomic
+from rightwhale.errors import DataError
 
 LOCK = ".lock"
 
@@ -49,6 +50,9 @@ def hold(folder, what: str = "run folder"):
     """Own `folder` for the duration of the block, or raise FolderInUse naming the process that does."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if not atomic.is_writer():         # process > 0 of a multi-host run writes nothing: process 0 holds it
+        yield folder
+        return
     path, me = folder / LOCK, {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
     for _ in range(3):
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rightwhale import config
-from rightwhale.atomic import write_json
+from rightwhale.atomic import is_writer, write_json
 from rightwhale.data import DataError, Survey, derived_dir, load_survey, report_problems, resolve_data_dir
 
 
@@ -92,7 +92,10 @@ def load_split(survey: Survey) -> Split:
 def ensure_split(survey: Survey, cfg: config.Split) -> Split:
     """Load the stored split (refusing other data or settings); make and store one first if there is none."""
     if not split_path(survey).is_file():
-        write_json(split_path(survey), asdict(make_split(survey.train, cfg.valid_fraction, cfg.seed)))
+        made = make_split(survey.train, cfg.valid_fraction, cfg.seed)
+        if not is_writer():       # process > 0 of several hosts: the same split process 0 is storing
+            return made
+        write_json(split_path(survey), asdict(made))
     split = load_split(survey)
     if (split.seed, split.valid_fraction) != (cfg.seed, cfg.valid_fraction):
         raise SplitMismatch(

@@ -15,8 +15,9 @@ loss: with heavy augmentation, that can disable stopping for a whole run).
 Data parallel: batches are sharded over a Mesh of all devices (axis "data"). Multi-host: call
 `jax.distributed.initialize()`, then start the same script on every host; process 0 writes the
 checkpoints and history, and `fit` returns on every host once they are written: the run folder must
-be on a shared filesystem, since every host reads best.msgpack back. Not yet multi-host safe (only one
-host has run it): the stages write their predictions, crops and reports from every process.
+be on a shared filesystem, since every host reads best.msgpack back. The stages' predictions, crops and
+reports are written through rightwhale/atomic.py, which lets only process 0 write (tested by simulating
+process 1; only one host has run it for real). The image cache is built under a file lock instead.
 """
 import dataclasses
 import functools

@@ -209,3 +209,17 @@ def test_training_flags_are_refused_for_the_matcher(capsys):
     with pytest.raises(SystemExit):
         train_main(["--stage", "match", "--epochs", "3"])
     assert "trains no network" in capsys.readouterr().err
+
+
+def test_only_process_0_of_several_hosts_writes(crops, tmp_path, monkeypatch):
+    """Simulated process 1 of a multi-host run: it computes the stage, the run folder stays empty."""
+    import jax
+    survey, out = crops
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert train_main(["--stage", "match", "--crops", str(out), "--run-dir", str(tmp_path / "run"),
+                       "--no-progress"]) == 0
+    assert list((tmp_path / "run").iterdir()) == []
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    assert train_main(["--stage", "match", "--crops", str(out), "--run-dir", str(tmp_path / "run"),
+                       "--no-progress"]) == 0
+    assert (tmp_path / "run" / "results.json").is_file()
