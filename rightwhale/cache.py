@@ -275,12 +275,11 @@ def build_cache(data_dir, size: int, workers: int | None = None, progress: bool 
                 if on_progress is not None:
                     on_progress(done, len(names))
         save()
-        problems = survey.problems + [Problem(str(survey.image_path(n)), None, why, "unreadable image")
-                                      for n, why in failed.items()]
+        problems = [Problem(str(survey.image_path(n)), None, why, "unreadable image") for n, why in failed.items()]
         if len(failed) == len(names):
             raise DataError(f"{data_dir}: no image could be decoded.\n" + summarize_problems(problems, limit=3))
         _finish(folder, target, plan, sizes, failed)
-        report_problems(problems)
+        report_problems(problems)       # its own; the data's problems are the caller's to report (once)
         return open_cache(data_dir, size)
 
 
@@ -298,8 +297,10 @@ def main(argv=None) -> int:
     try:
         data_dir = resolve_data_dir(args.data_dir)
         start = time.monotonic()
+        problems = load_survey(data_dir).problems
+        report_problems(problems)
         cache = build_cache(data_dir, args.size, args.workers)
-        skipped = len(load_survey(data_dir).problems)
+        skipped = len(problems)
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -161,7 +161,8 @@ class Pipeline:
     def describe(self) -> str:
         return {"stacker": "stacked ensemble", POOL: "log-linear pool of the ensemble's runs",
                 MATCHER_ALONE: f"the matcher alone ({self.matcher.run_dir.name})" if self.matcher else "",
-                "plain average": f"average of {len(self.classifiers)} classifier(s)"}.get(
+                "plain average": f"average of {len(self.classifiers)} classifier(s)" if len(self.classifiers) > 1
+                else f"{self.classify_runs[0].name} alone"}.get(
             self.use, f"{self.use}, the best of the ensemble's candidates")
 
     def training_crops(self, whale: str, count: int) -> list[np.ndarray]:

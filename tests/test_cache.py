@@ -90,7 +90,7 @@ def test_bad_images_are_skipped_and_reported(survey_dir, capsys):
     np.testing.assert_array_equal(cache.images[cache.index("w_3.jpg")],
                                   read_image(survey_dir / "imgs" / "w_3.jpg", N))
     err = capsys.readouterr().err
-    assert "1 x unreadable image" in err and f"{photo}: truncated JPEG" in err
+    assert "1 x unreadable image" in err and err.count(f"{photo}: truncated JPEG") == 1     # said once
     with pytest.raises(DataError, match="w_2.jpg is not in the image cache; it failed to decode"):
         cache.index("w_2.jpg")
     index = json.loads((cache.root / "index.json").read_text())
