@@ -207,12 +207,13 @@ def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: st
     buf = io.BytesIO()
     Image.fromarray(head).save(buf, "PNG")
     atomic.write_bytes(out_dir / f"{stem}_crop.png", buf.getvalue())
-    sheet, titles = [head], [f"{stem} (query)"]
-    for whale, p in candidates:
-        for i, example in enumerate(pipe.training_crops(whale, CANDIDATE_CROPS)):
-            sheet.append(example)
-            titles.append(f"{whale} {p:.2f}" if i == 0 else whale)
-    plots.image_grid(sheet, out_dir / f"{stem}_candidates.png", titles=titles, ncols=1 + CANDIDATE_CROPS)
+    sheet, titles = [], []          # one row per candidate: the query, then that whale's catalogue crops
+    for rank, (whale, p) in enumerate(candidates, 1):
+        examples = pipe.training_crops(whale, CANDIDATE_CROPS)
+        sheet += [head, *examples, *[None] * (CANDIDATE_CROPS - len(examples))]
+        titles += [f"{stem} (query)", *[f"{rank}. {whale} {p:.2f}" if i == 0 else whale
+                                        for i in range(len(examples))], *[""] * (CANDIDATE_CROPS - len(examples))]
+    plots.contact_sheet(sheet, out_dir / f"{stem}_candidates.png", titles, ncols=1 + CANDIDATE_CROPS)
     inliers, drawn, new_score, votes = {}, False, None, None
     if pipe.matcher is not None:        # why the matcher proposes each candidate: its matched keypoints
         inliers, drawn = match_sheet(pipe, head, candidates, out_dir / f"{stem}_matches.png")

@@ -1,7 +1,10 @@
 """The pictures a user looks at instead of reading numbers: grids, histograms, overlays.
 
-All figures go through matplotlib's Agg backend (no screen needed) and are
-written atomically as PNG.
+Figures go through matplotlib's Agg backend (no screen needed) and are
+written atomically as PNG. The two pictures identify draws for every photo of a
+batch (`contact_sheet`, `match_pairs`) are drawn with Pillow instead: the same
+picture in a few milliseconds rather than half a second, which is what lets a
+thousand-photo batch finish in minutes.
 """
 from __future__ import annotations
 
@@ -13,10 +16,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from rightwhale import atomic  # noqa: E402
 
 POINT_COLOURS = ("#ff3030", "#30c0ff", "#ffe030", "#60ff60")  # bonnet, blowhead, ...
+TITLE_PX, GAP_PX = 16, 4        # Pillow pictures: a title line above each cell, a gap between cells
 
 
 def save(fig, path) -> Path:
@@ -91,20 +96,66 @@ def saliency_overlays(images, heatmaps, path, titles=None, ncols: int = 4):
     return save(fig, path)
 
 
-def match_pairs(rows, path, cell: float = 2.2):
-    """One row per query: the query crop beside a candidate crop, RANSAC inlier pairs joined by lines.
+def _png(image, path) -> Path:
+    buf = io.BytesIO()
+    image.save(buf, "PNG", optimize=False)
+    atomic.write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def _titled(image: np.ndarray, title: str, width: int) -> Image.Image:
+    """An RGB array scaled to `width` with a line of title above it."""
+    im = Image.fromarray(np.asarray(image, np.uint8))
+    im = im.resize((width, max(1, round(im.height * width / im.width))), Image.Resampling.BILINEAR)
+    cell = Image.new("RGB", (width, im.height + TITLE_PX), "white")
+    cell.paste(im, (0, TITLE_PX))
+    ImageDraw.Draw(cell).text((2, 1), title, fill="black", font=_font())
+    return cell
+
+
+def _font():
+    try:
+        return ImageFont.load_default(size=TITLE_PX - 4)
+    except TypeError:                # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def contact_sheet(images, path, titles, ncols: int = 4, cell: int = 160) -> Path:
+    """Images in a grid of `ncols` columns, each `cell` pixels wide with its title above (Pillow); an image
+    None leaves its cell blank."""
+    cells = [_titled(im, t, cell) if im is not None else Image.new("RGB", (cell, cell), "white")
+             for im, t in zip(images, titles)]
+    rows = max(1, -(-len(cells) // ncols))
+    height = max((c.height for c in cells), default=cell)
+    sheet = Image.new("RGB", (ncols * (cell + GAP_PX), rows * (height + GAP_PX)), "white")
+    for k, c in enumerate(cells):
+        sheet.paste(c, ((k % ncols) * (cell + GAP_PX), (k // ncols) * (height + GAP_PX)))
+    return _png(sheet, path)
+
+
+def match_pairs(rows, path, cell: int = 224) -> Path:
+    """One row per query: the query crop beside a candidate crop, RANSAC inlier pairs joined by lines (Pillow).
     `rows`: dicts with query, candidate (RGB arrays), query_xy, candidate_xy ((m, 2) pixel points of
-    the pairs) and title."""
-    fig, axes = plt.subplots(len(rows), 1, figsize=(2 * cell, cell * len(rows)), squeeze=False, dpi=100)
-    for ax, row in zip(axes[:, 0], rows):
+    the pairs, in the arrays' own pixels) and title."""
+    drawn = []
+    for row in rows:
         q, c = np.asarray(row["query"]), np.asarray(row["candidate"])
-        h = max(q.shape[0], c.shape[0])
-        pad = lambda im: np.pad(im, ((0, h - im.shape[0]), (0, 0), (0, 0)))  # noqa: E731
-        ax.imshow(np.concatenate([pad(q), np.full((h, 4, 3), 255, np.uint8), pad(c)], axis=1))
-        dx = q.shape[1] + 4
+        sq, sc = cell / q.shape[1], cell / c.shape[1]
+        pair = Image.new("RGB", (2 * cell + GAP_PX, cell + TITLE_PX), "white")
+        pair.paste(Image.fromarray(q.astype(np.uint8)).resize((cell, round(q.shape[0] * sq))), (0, TITLE_PX))
+        pair.paste(Image.fromarray(c.astype(np.uint8)).resize((cell, round(c.shape[0] * sc))),
+                   (cell + GAP_PX, TITLE_PX))
+        draw = ImageDraw.Draw(pair)
+        draw.text((2, 1), row["title"], fill="black", font=_font())
         for (x0, y0), (x1, y1) in zip(np.asarray(row["query_xy"]), np.asarray(row["candidate_xy"])):
-            ax.plot([x0, x1 + dx], [y0, y1], "-", lw=0.7, color="#60ff60", alpha=0.8)
-            ax.plot([x0, x1 + dx], [y0, y1], "o", ms=2, color="#ffe030")
-        ax.set_title(row["title"], fontsize=7)
-        ax.axis("off")
-    return save(fig, path)
+            a, b = (x0 * sq, y0 * sq + TITLE_PX), (x1 * sc + cell + GAP_PX, y1 * sc + TITLE_PX)
+            draw.line([a, b], fill=(96, 255, 96), width=1)
+            for x, y in (a, b):
+                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(255, 224, 48))
+        drawn.append(pair)
+    sheet = Image.new("RGB", (2 * cell + GAP_PX, sum(p.height + GAP_PX for p in drawn)), "white")
+    top = 0
+    for p in drawn:
+        sheet.paste(p, (0, top))
+        top += p.height + GAP_PX
+    return _png(sheet, path)
