@@ -1,8 +1,9 @@
 import numpy as np
+import pytest
 from sklearn.model_selection import KFold
 
 from rightwhale.metrics import log_loss
-from rightwhale.stacking import Stacker, choose_params, cross_val_probas, nested_cv_proba
+from rightwhale.stacking import LogLinearPool, Stacker, choose_params, cross_val_probas, nested_cv_proba
 
 
 def blobs(n_per_class=6, classes=4, dim=8, noise=1.0, seed=0):
@@ -71,3 +72,16 @@ def test_log_linear_pool_trusts_the_member_that_knows():
     assert np.allclose(p.sum(axis=1), 1) and (p.argmax(axis=1) == labels).all()
     held = cross_val_pool(probs, labels, 8, folds=3)
     assert log_loss(held, labels) < log_loss(noise, labels)
+
+
+def test_corrupt_stacker_and_pool_files_are_named(tmp_path):
+    from rightwhale.data import DataError
+    X, y = blobs()
+    Stacker(num_classes=5, C=0.3).fit(X, y).save(tmp_path / "stacker.npz")
+    probs = np.stack([np.full((len(y), 5), 0.2)] * 2)
+    LogLinearPool().fit(probs, y, 5).save(tmp_path / "pool.npz")
+    for name, load in (("stacker.npz", Stacker.load), ("pool.npz", LogLinearPool.load)):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(data[:len(data) // 2])
+        with pytest.raises(DataError, match=f"{name}: unreadable .*python ensemble.py"):
+            load(tmp_path / name)
