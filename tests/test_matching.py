@@ -223,3 +223,14 @@ def test_only_process_0_of_several_hosts_writes(crops, tmp_path, monkeypatch):
     assert train_main(["--stage", "match", "--crops", str(out), "--run-dir", str(tmp_path / "run"),
                        "--no-progress"]) == 0
     assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_match_settings_from_the_command_line(crops, tmp_path, capsys):
+    survey, out = crops
+    common = ["--stage", "match", "--crops", str(out), "--no-progress"]
+    assert train_main([*common, "--run-dir", str(tmp_path / "r"), "--match-set", "shortlist=3",
+                       "--match-set", "upright=false"]) == 0
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())["match"]
+    assert (stored["shortlist"], stored["upright"]) == (3, False)
+    assert train_main([*common, "--run-dir", str(tmp_path / "s"), "--match-set", "bogus=1"]) == 2
+    assert "--match-set bogus=1: expected KEY=VALUE" in capsys.readouterr().err

@@ -8,12 +8,13 @@ predictions, figures and report.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from pathlib import Path
 
 from rightwhale import runlock
-from rightwhale.config import PRESETS, STAGES, stage_config
+from rightwhale.config import PRESETS, STAGES, Match, stage_config
 from rightwhale.data import DataError, report_problems, resolve_data_dir
 
 CROP_STAGES = ("classify", "match")     # the stages that read head crops
@@ -58,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--aux-targets", action="store_true",
                    help="classify only: auxiliary heads for the whale's pattern type (whale_types.csv) and the "
                         "bonnet/blowhead position in the crop, as the 1st place team did")
+    p.add_argument("--match-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="match only: change one of the matcher's settings (Match in rightwhale/config.py), "
+                        "e.g. --match-set inlier_weight=0 (repeatable)")
     p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
     p.add_argument("--run-dir", help="this run's folder (default RUNS/<stage>, classify: RUNS/classify-<crops>-<model>, "
                                         "match: RUNS/match-<crops>)")
@@ -72,7 +76,19 @@ def _overrides(args) -> dict:
              "learning_rate": "learning_rate", "image_size": "image_size", "crop_size": "crop_size",
              "seed": "seed"}
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
-    return overrides | ({"aux_targets": True} if args.aux_targets else {})
+    return overrides | ({"aux_targets": True} if args.aux_targets else {}) | _match_settings(args.match_set)
+
+
+def _match_settings(items) -> dict:
+    """--match-set KEY=VALUE pairs, each value parsed as the type of that Match field."""
+    fields, settings = {f.name: f for f in dataclasses.fields(Match)}, {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            raise ValueError(f"--match-set {item}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        kind = type(getattr(Match(), key))
+        settings[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return settings
 
 
 def default_run_dir(args, cfg) -> Path:
@@ -117,6 +133,8 @@ def main(argv=None) -> int:
     if args.stage == "match" and (trained or args.continue_training):
         parser().error(f"{' '.join(trained) or '--continue-training'}: the matcher trains no network "
                        "(its settings are Match in rightwhale/config.py)")
+    if args.stage != "match" and args.match_set:
+        parser().error("--match-set applies to --stage match only")
     if args.stage != "classify" and args.aux_targets:
         parser().error("--aux-targets applies to --stage classify only")
     if args.crop_size is not None and args.stage not in ("localize", "align"):
