@@ -90,8 +90,9 @@ class Match:
     top-1 of the training crops of ../shared/data/rightwhale-heads (never their validation crops):
     160 px, k 20, radius 0.09: 51.7%; 224 px, k 30, radius 0.07: 54.4%; 224 px, k 50, radius 0.07: 54.9%;
     the same with inlier_weight 3: 54.0%. Then on 1,000 of those crops (top-1 / top-5, bench/tune_match.py):
-    rotation-invariant SIFT 56.1 / 63.6, upright 59.0 / 68.5 (kept); upright with 800 keypoints 58.7 / 68.9;
-    RANSAC threshold 0.02 or 0.045, 1,000 iterations or a 40-whale shortlist: within 0.2 points."""
+    upright 59.1 / 68.0 (kept), rotation-invariant 56.3 / 63.2; upright with 800 keypoints 59.1 / 67.7,
+    RANSAC threshold 0.02 59.2 / 68.0 or 0.045 58.8 / 68.1, a 40-whale shortlist 59.1 / 67.9, radius 0.09
+    58.7 / 67.4, k 30 58.5 / 67.6: none better by more than the noise of 1,000 crops."""
     crop_size: int = 224               # crops are resized to this before SIFT
     max_keypoints: int = 500           # strongest SIFT keypoints per crop
     upright: bool = True               # descriptors at angle 0 (aligned crops need no rotation invariance)
