@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rightwhale.data import DataError
+from rightwhale.errors import DataError
 
 MAX_MEGAPIXELS = 100          # a 3072x2048 survey photo has 6.3; above this a photo is refused
 Image.MAX_IMAGE_PIXELS = None   # our limit (checked from the header) replaces Pillow's warning
