@@ -171,6 +171,81 @@ _ORIGINAL_CLASSIFIER = Train(optimizer="nesterov", learning_rate=0.1, final_lear
 _ORIGINAL_LOCALIZER = Train(optimizer="adam", learning_rate=1e-4, max_epochs=1000, patience=150,
                             l2=1e-7, augment=ALIGN_AUGMENT)
 
+# --- the original's model definitions, one recipe each ------------------------------
+# felixlaumon/kaggle-right-whale, model_definitions/<name>.py: what each fixed. `--preset original --model
+# NAME` trains exactly that recipe. Every classifier definition: flips p 0.5 each way, affine p 1 with scale
+# in linspace(0.5, 1.5, 11), gamma p 0.5, patience 100; the shift, shear, rotation and gamma grids differ.
+# (cropped_jan05_3, 299 px, is not one: its network is not in the registry.)
+
+@dataclass(frozen=True)
+class Recipe:
+    network: str                       # registry name (python -m rightwhale.models --list)
+    image_size: int
+    train: Train
+    dropout: float                     # before the output layer ('gpdrop')
+
+
+def _classifier_augment(shift: int, shear_rad: float = 0.0, rotation: int = 0, gamma=(0.5, 1.5)) -> Augment:
+    """A definition's iterator: shifts np.arange(-shift, shift), shears np.linspace(-shear, shear, 11) in
+    radians (degrees here, as our affine takes them), rotations np.arange(-rotation, rotation) degrees."""
+    return Augment(probability=1.0, scales=_grid(0.5, 1.5, 11), translations=_range(-shift, shift),
+                   shears=tuple(float(np.degrees(v)) for v in np.linspace(-shear_rad, shear_rad, 11))
+                   if shear_rad else (0.0,),
+                   rotations=_range(-rotation, rotation) if rotation else (0.0,),
+                   flip_horizontal=0.5, flip_vertical=0.5, gamma_probability=0.5, gammas=_grid(*gamma, 11))
+
+
+def _classifier(batch, optimizer, lr, final_lr, l2, epochs, augment) -> Train:
+    return Train(batch_size=batch, optimizer=optimizer, learning_rate=lr, final_learning_rate=final_lr, l2=l2,
+                 max_epochs=epochs, patience=100, augment=augment)
+
+
+def cropped_dec19() -> Recipe:
+    return Recipe("oxfordnet19_gap", 256, _classifier(32, "adam", 1e-3, 1e-5, 1e-5, 1500, _classifier_augment(64)), 0.8)
+
+
+def cropped_dec21_3() -> Recipe:
+    return Recipe("cropped_dec21_3", 256,
+                  _classifier(16, "nesterov", 0.1, 1e-3, 1e-6, 2500, _classifier_augment(64)), 0.5)
+
+
+def cropped_jan02() -> Recipe:
+    return Recipe("cropped_jan02", 256, _classifier(16, "nesterov", 0.1, 1e-5, 1e-6, 2000,
+                                                    _classifier_augment(32, 0.25, 45, gamma=(0.8, 1.2))), 0.5)
+
+
+def cropped_jan03() -> Recipe:
+    return Recipe("cropped_jan03", 256, _classifier(8, "nesterov", 1e-2, 1e-5, 1e-6, 2500,
+                                                    _classifier_augment(64, 0.1, 30, gamma=(0.8, 1.2))), 0.8)
+
+
+def cropped_jan05_2() -> Recipe:
+    return Recipe("cropped_jan05_2", 256, _classifier(32, "nesterov", 1e-2, 1e-5, 1e-6, 2500,
+                                                      _classifier_augment(64, 0.1, 30, gamma=(0.8, 1.2))), 0.8)
+
+
+def cropped_jan05_4() -> Recipe:
+    return Recipe("resnet67", 256, _classifier(16, "adam", 1e-3, None, 1e-6, 2000,
+                                               _classifier_augment(32, 0.25, 45, gamma=(0.8, 1.2))), 0.8)
+
+
+def localize_pts_dec31() -> Recipe:
+    return Recipe("localize_pts_dec31", 256, _ORIGINAL_LOCALIZER, 0.5)
+
+
+ORIGINAL_DEFINITIONS = {f.__name__: f for f in (cropped_dec19, cropped_dec21_3, cropped_jan02, cropped_jan03,
+                                                 cropped_jan05_2, cropped_jan05_4, localize_pts_dec31)}
+# our readable names of the same networks: --model resnet31 --preset original is cropped_dec21_3's recipe
+DEFINITION_OF = {"oxfordnet19_gap": "cropped_dec19", "resnet31": "cropped_dec21_3", "resnet67": "cropped_jan05_4",
+                 **{name: name for name in ORIGINAL_DEFINITIONS}}
+
+
+def original_recipe(model: str) -> Recipe | None:
+    """The recipe of the original definition that trained network `model`, if one did."""
+    name = DEFINITION_OF.get(model)
+    return ORIGINAL_DEFINITIONS[name]() if name else None
+
+
 # The localizers' average pool leaves a 2x2 map at any input size, as the
 # original's window of 8 did at 256 px (the map before it is 1/16 of the input).
 WINDOWED_POOL_MODELS = ("localize_pts_dec31", "box_localizer")
@@ -219,6 +294,12 @@ def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     model, size, train, extra = _PRESETS[stage][preset]
+    recipe = original_recipe(overrides.get("model", model)) if preset == "original" and stage == "classify" \
+        else None
+    if recipe is not None:          # that definition's own input, batch, optimizer, schedule, l2, grids, dropout
+        model, size, train = recipe.network, recipe.image_size, recipe.train
+        overrides = {**overrides, "model": recipe.network,
+                     "model_kwargs": {"dropout": recipe.dropout, **overrides.get("model_kwargs", {})}}
     if stage == "match":
         # the matcher is no network: the seed is its only training field, the crop size its input size
         unknown = set(overrides) - set(Match.__dataclass_fields__) - {"seed", "crop_size", "image_size"}

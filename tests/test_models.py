@@ -18,6 +18,7 @@ PRE_LOGITS_WIDTH = {
     "localize_pts_dec31": 2 * 2 * 256, "box_localizer": 2 * 2 * 256, "naive_oxfordnet": 256,
     "resnet19": 64, "cropped_dec21_3": 128, "resnet31": 128, "cropped_jan02": 128, "resnet37": 128,
     "resnet67": 128, "oxfordnet19_gap": 128, "cropped_jan03": 192, "cropped_jan05_2": 192,
+    "cropped_dec19": 128, "cropped_jan05_4": 128,     # the original definitions' names of oxfordnet19_gap, resnet67
 }
 
 

@@ -19,6 +19,8 @@ from .summary import count_params, layer_rows, layer_table
 MODELS = {f.__name__: f for f in (naive_oxfordnet, box_localizer, localize_pts_dec31, resnet19, cropped_dec21_3,
                                   cropped_jan02, resnet37, resnet67, oxfordnet19_gap, cropped_jan03, cropped_jan05_2)}
 MODELS["resnet31"] = cropped_dec21_3    # the writeup's 31-layer ResNet
+MODELS["cropped_dec19"] = oxfordnet19_gap    # the original's definition names, for --preset original --model
+MODELS["cropped_jan05_4"] = resnet67
 REGRESSION_OUTPUTS = {"localize_pts_dec31": 4, "box_localizer": 4}   # the rest output one logit per class
 
 

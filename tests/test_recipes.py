@@ -1,0 +1,46 @@
+"""Each of the original's model definitions, pinned against DESIGN.md's table (section 3, stage 4) and, where
+the table is silent, against the definition files themselves (felixlaumon/kaggle-right-whale)."""
+import numpy as np
+import pytest
+
+from rightwhale.config import ORIGINAL_DEFINITIONS, stage_config
+from rightwhale.models import get_model
+
+# definition: input, batch, optimizer, lr start -> end (None: constant), l2, max epochs, shift, shear (rad),
+# rotation (deg), GAP dropout, gamma range. The gamma grids are the files' (DESIGN.md says 0.5-1.5 for all;
+# cropped_jan02, jan03, jan05_2 and jan05_4 use 0.8-1.2).
+TABLE = {
+    "cropped_dec19": (256, 32, "adam", 1e-3, 1e-5, 1e-5, 1500, 64, 0.0, 0, 0.8, (0.5, 1.5)),
+    "cropped_dec21_3": (256, 16, "nesterov", 0.1, 1e-3, 1e-6, 2500, 64, 0.0, 0, 0.5, (0.5, 1.5)),
+    "cropped_jan02": (256, 16, "nesterov", 0.1, 1e-5, 1e-6, 2000, 32, 0.25, 45, 0.5, (0.8, 1.2)),
+    "cropped_jan03": (256, 8, "nesterov", 1e-2, 1e-5, 1e-6, 2500, 64, 0.1, 30, 0.8, (0.8, 1.2)),
+    "cropped_jan05_2": (256, 32, "nesterov", 1e-2, 1e-5, 1e-6, 2500, 64, 0.1, 30, 0.8, (0.8, 1.2)),
+    "cropped_jan05_4": (256, 16, "adam", 1e-3, None, 1e-6, 2000, 32, 0.25, 45, 0.8, (0.8, 1.2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_original_preset_trains_each_definition_s_own_recipe(name):
+    size, batch, optimizer, lr, final_lr, l2, epochs, shift, shear, rotation, dropout, gamma = TABLE[name]
+    cfg = stage_config("classify", "original", model=name)
+    t, a = cfg.train, cfg.train.augment
+    assert (cfg.image_size, t.batch_size, t.optimizer, t.learning_rate, t.final_learning_rate, t.l2,
+            t.max_epochs, t.patience) == (size, batch, optimizer, lr, final_lr, l2, epochs, 100)
+    assert cfg.model_kwargs["dropout"] == dropout
+    assert a.translations == tuple(float(v) for v in np.arange(-shift, shift))          # at 256 px
+    assert np.allclose(a.shears, np.degrees(np.linspace(-shear, shear, 11)) if shear else [0.0])
+    assert a.rotations == (tuple(float(v) for v in np.arange(-rotation, rotation)) if rotation else (0.0,))
+    assert np.allclose(a.scales, np.linspace(0.5, 1.5, 11)) and np.allclose(a.gammas, np.linspace(*gamma, 11))
+    assert (a.probability, a.flip_horizontal, a.flip_vertical, a.gamma_probability) == (1.0, 0.5, 0.5, 0.5)
+    get_model(cfg.model, 447, **cfg.model_kwargs)       # the network exists and takes the recipe's dropout
+
+
+def test_readable_names_train_the_definition_s_recipe_and_flags_still_override():
+    assert stage_config("classify", "original", model="resnet31").train == \
+        stage_config("classify", "original", model="cropped_dec21_3").train
+    assert stage_config("classify", "original", model="cropped_dec19").model == "oxfordnet19_gap"
+    cfg = stage_config("classify", "original", model="cropped_jan03", max_epochs=5, batch_size=4)
+    assert (cfg.train.max_epochs, cfg.train.batch_size, cfg.train.learning_rate) == (5, 4, 1e-2)
+    # the CPU preset is not changed by the recipes (its measured figures stay the code's)
+    assert stage_config("classify", "cpu", model="cropped_jan03").train.batch_size == 16
+    assert set(ORIGINAL_DEFINITIONS) == set(TABLE) | {"localize_pts_dec31"}
