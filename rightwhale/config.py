@@ -43,6 +43,7 @@ class Augment:
     gamma_probability: float = 0.0
     gammas: tuple[float, ...] = (1.0,)
     brightness: tuple[float, ...] = (1.0,)   # multiplicative choices
+    interpolation: int = 1            # the warp: 1 bilinear; 0 nearest, as nolearn_utils' warp (order=0) did
 
     def rescaled(self, image_size: int, reference_size: int = 256) -> "Augment":
         """Translations are given at 256 px; scale them to another input size."""
@@ -60,7 +61,8 @@ class Train:
     learning_rate: float = 1e-4        # Adam's rate, or Nesterov's start
     final_learning_rate: float | None = None  # linear per-epoch decay to this (StepDecay), any optimizer
     momentum: float = 0.9
-    l2: float = 1e-6                   # objective_l2: penalty on all weights (not biases, BN)
+    l2: float = 1e-6                   # objective_l2: penalty on conv and dense weights (not biases)
+    l2_gamma: bool = False             # ... and on batch-norm gamma, as the original's tagging did
     seed: int = 42
     augment: Augment = field(default_factory=Augment)
 
@@ -250,6 +252,10 @@ def original_recipe(model: str) -> Recipe | None:
 # original's window of 8 did at 256 px (the map before it is 1/16 of the input).
 WINDOWED_POOL_MODELS = ("localize_pts_dec31", "box_localizer")
 
+# Every model of the original used the repo's BatchNormLayer with its default alpha 0.1: Flax momentum 0.9.
+# The CPU preset keeps the models' own defaults (0.5 for the classifiers), with which its figures were measured.
+ORIGINAL_BN_MOMENTUM = 0.9
+
 MATCHER = "rootsift-lnbnn"       # the match stage's "model": RootSIFT features, LNBNN votes, RANSAC
 
 # stage -> preset -> (model, image size, Train, extra StageConfig fields)
@@ -323,5 +329,9 @@ def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
         raise ValueError(f"unknown model {cfg.model!r}; choose from {', '.join(model_names())}")
     if cfg.model in WINDOWED_POOL_MODELS and "pool_window" not in cfg.model_kwargs:
         cfg = dataclasses.replace(cfg, model_kwargs={**cfg.model_kwargs, "pool_window": max(cfg.image_size // 32, 1)})
+    if preset == "original":        # as the original ran: BN running averages at 0.9, L2 on gamma, nearest warp
+        cfg = dataclasses.replace(cfg, model_kwargs={"bn_momentum": ORIGINAL_BN_MOMENTUM, **cfg.model_kwargs},
+                                  train=dataclasses.replace(cfg.train, l2_gamma=True, augment=dataclasses.replace(
+                                      cfg.train.augment, interpolation=0)))
     return dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, augment=cfg.train.augment.rescaled(cfg.image_size)))

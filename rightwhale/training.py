@@ -7,7 +7,8 @@ Images travel as uint8 NHWC (4x less to read and transfer than float32) and beco
 the step: unlike the original's per-pixel mean image, a constant centre needs no stored statistics
 (batch norm after the first convolution absorbs the rest).
 
-As Lasagne/nolearn: loss = mean task loss + l2 * sum of squared kernels (tables report task losses);
+As Lasagne/nolearn: loss = mean task loss + l2 * sum of squared kernels (and batch-norm gammas with
+Train.l2_gamma, the original preset) (tables report task losses);
 Lasagne's Nesterov momentum; StepDecay once per epoch; early stopping after `patience` epochs without
 a lower validation loss (nolearn_utils also skipped epochs whose training loss exceeded the validation
 loss: with heavy augmentation, that can disable stopping for a whole run).
@@ -80,6 +81,7 @@ class TrainState(train_state.TrainState):
     batch_stats: Any = None
     key: jax.Array = None                                   # per step: fold_in(key, step)
     l2: float = struct.field(pytree_node=False, default=0.0)
+    l2_gamma: bool = struct.field(pytree_node=False, default=False)
 
 
 def epoch_learning_rate(cfg: Train, epoch):
@@ -118,29 +120,32 @@ def _make_optimizer(cfg: Train, steps_per_epoch: int) -> optax.GradientTransform
 def create_train_state(model, cfg: Train, image_shape, steps_per_epoch: int, key,
                        mesh: Mesh | None = None) -> TrainState:
     """Initialise weights from `key`, replicated over the mesh."""
-    init = _initializer(model, make_optimizer(cfg, steps_per_epoch), cfg.l2, tuple(image_shape), mesh or data_mesh())
+    init = _initializer(model, make_optimizer(cfg, steps_per_epoch), cfg.l2, cfg.l2_gamma, tuple(image_shape),
+                        mesh or data_mesh())
     # Classic threefry: the default compiles 3-10x slower on XLA:CPU, and our draws are too small to need it.
     with jax.threefry_partitionable(False):
         return init(key)
 
 
 @functools.lru_cache(maxsize=32)  # one compiled initializer per setting
-def _initializer(model, tx, l2, image_shape, mesh):
+def _initializer(model, tx, l2, l2_gamma, image_shape, mesh):
     def init(key):
         init_key, dropout_key, state_key = jax.random.split(key, 3)
         variables = model.init({"params": init_key, "dropout": dropout_key},
                                jnp.zeros((1, *image_shape), jnp.float32), train=False)
         return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                                  batch_stats=variables.get("batch_stats", {}), key=state_key, l2=l2,
-                                 ).replace(step=jnp.int32(0))  # not weak-typed: as a restored one
+                                 l2_gamma=l2_gamma).replace(step=jnp.int32(0))  # not weak-typed: as a restored one
 
     return jax.jit(init, out_shardings=NamedSharding(mesh, P()))
 
 
-def l2_penalty(params):
-    """Sum of squared kernels (conv and dense weights), as Lasagne's regularizable params."""
+def l2_penalty(params, gamma: bool = False):
+    """Sum of squared kernels (conv and dense weights), and with `gamma` of batch-norm scales too: the
+    original's regularizable params (its BatchNormLayer tagged gamma regularizable)."""
+    penalised = ("kernel", "scale") if gamma else ("kernel",)
     return sum(jnp.sum(jnp.square(x)) for path, x in jax.tree_util.tree_leaves_with_path(params)
-               if getattr(path[-1], "key", None) == "kernel")
+               if getattr(path[-1], "key", None) in penalised)
 
 
 def model_input(images01):
@@ -172,7 +177,7 @@ def train_step(state: TrainState, batch: dict, task: Task):
                 {"params": params, "batch_stats": state.batch_stats}, images, train=True,
                 rngs={"dropout": dropout_key}, mutable=["batch_stats"])
             data_loss = jnp.mean(task.loss(output, target))
-            return data_loss + state.l2 * l2_penalty(params), (data_loss, output, updates)
+            return data_loss + state.l2 * l2_penalty(params, state.l2_gamma), (data_loss, output, updates)
 
         grads, (data_loss, output, updates) = jax.grad(objective, has_aux=True)(state.params)
         state = state.apply_gradients(grads=grads).replace(

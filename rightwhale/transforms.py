@@ -236,7 +236,7 @@ def augment_batch(key, images, augment: Augment, points=None, boxes=None):
     flips = flip_matrix(pick(kh, batch, augment.flip_horizontal), pick(kv, batch, augment.flip_vertical), (h, w))
     mats = sample_affine(k_affine, batch, augment, (h, w)) @ flips
     if augment.probability > 0 or augment.flip_horizontal > 0 or augment.flip_vertical > 0:
-        images = warp(images, mats)
+        images = warp(images, mats, order=augment.interpolation)
     images = photometric(k_photo, images, augment)
     points = None if points is None else transform_points(mats, points)
     boxes = None if boxes is None else transform_boxes_by_mask(mats, boxes, (h, w))

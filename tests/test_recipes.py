@@ -44,3 +44,28 @@ def test_readable_names_train_the_definition_s_recipe_and_flags_still_override()
     # the CPU preset is not changed by the recipes (its measured figures stay the code's)
     assert stage_config("classify", "cpu", model="cropped_jan03").train.batch_size == 16
     assert set(ORIGINAL_DEFINITIONS) == set(TABLE) | {"localize_pts_dec31"}
+
+
+def test_the_original_preset_runs_as_the_original_ran():
+    import jax
+    import jax.numpy as jnp
+
+    from rightwhale import training
+    from rightwhale.config import Augment
+    from rightwhale.transforms import augment_batch
+    for stage in ("naive", "localize", "align", "classify"):
+        original, cpu = stage_config(stage, "original"), stage_config(stage, "cpu")
+        assert original.model_kwargs["bn_momentum"] == 0.9 and original.train.l2_gamma
+        assert original.train.augment.interpolation == 0
+        assert not cpu.train.l2_gamma and cpu.train.augment.interpolation == 1
+    # L2 over kernels and batch-norm gammas, not biases or betas
+    params = {"conv": {"kernel": jnp.full((3, 3), 2.0)}, "bn": {"scale": jnp.full(4, 3.0), "bias": jnp.ones(4)}}
+    assert float(training.l2_penalty(params)) == 36.0
+    assert float(training.l2_penalty(params, gamma=True)) == 36.0 + 36.0
+    # the nearest-neighbour warp only moves pixel values, never blends them
+    image = jnp.asarray(np.random.default_rng(0).random((2, 16, 16, 1)), jnp.float32)
+    warped, _, _ = augment_batch(jax.random.PRNGKey(0), image, Augment(probability=1.0, rotations=(30.0,),
+                                                                        interpolation=0))
+    assert set(np.unique(np.asarray(warped))) <= set(np.unique(np.asarray(image))) | {0.0}
+    blended, _, _ = augment_batch(jax.random.PRNGKey(0), image, Augment(probability=1.0, rotations=(30.0,)))
+    assert not set(np.unique(np.asarray(blended))) <= set(np.unique(np.asarray(image))) | {0.0}

@@ -116,6 +116,8 @@ def _config_changes(stored: dict, current: dict, prefix="") -> list[str]:
     allowed = RESUMABLE_CHANGES - ({"max_epochs"} if stored.get("final_learning_rate") is not None else set())
     changes = []
     for key in sorted(set(stored) | set(current)):
+        if key not in stored:          # a setting added since that run: it trained with the code's old behaviour
+            continue
         a, b = stored.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             changes += _config_changes(a, b, f"{prefix}{key}.")
