@@ -231,12 +231,9 @@ def cropped_jan05_4() -> Recipe:
                                                _classifier_augment(32, 0.25, 45, gamma=(0.8, 1.2))), 0.8)
 
 
-def localize_pts_dec31() -> Recipe:
-    return Recipe("localize_pts_dec31", 256, _ORIGINAL_LOCALIZER, 0.5)
-
-
+# (localize_pts_dec31, the aligner's definition, is the align stage's original preset: _ORIGINAL_LOCALIZER)
 ORIGINAL_DEFINITIONS = {f.__name__: f for f in (cropped_dec19, cropped_dec21_3, cropped_jan02, cropped_jan03,
-                                                 cropped_jan05_2, cropped_jan05_4, localize_pts_dec31)}
+                                                 cropped_jan05_2, cropped_jan05_4)}
 # our readable names of the same networks: --model resnet31 --preset original is cropped_dec21_3's recipe
 DEFINITION_OF = {"oxfordnet19_gap": "cropped_dec19", "resnet31": "cropped_dec21_3", "resnet67": "cropped_jan05_4",
                  **{name: name for name in ORIGINAL_DEFINITIONS}}
@@ -303,9 +300,8 @@ def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
     recipe = original_recipe(overrides.get("model", model)) if preset == "original" and stage == "classify" \
         else None
     if recipe is not None:          # that definition's own input, batch, optimizer, schedule, l2, grids, dropout
-        model, size, train = recipe.network, recipe.image_size, recipe.train
-        overrides = {**overrides, "model": recipe.network,
-                     "model_kwargs": {"dropout": recipe.dropout, **overrides.get("model_kwargs", {})}}
+        size, train = recipe.image_size, recipe.train       # the model keeps the name given (the run folder's)
+        overrides = {**overrides, "model_kwargs": {"dropout": recipe.dropout, **overrides.get("model_kwargs", {})}}
     if stage == "match":
         # the matcher is no network: the seed is its only training field, the crop size its input size
         unknown = set(overrides) - set(Match.__dataclass_fields__) - {"seed", "crop_size", "image_size"}

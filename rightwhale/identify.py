@@ -415,11 +415,11 @@ def main(argv=None) -> int:
         root = root / "reproduce"
     ensemble = Path(args.ensemble or root / "ensemble")
     stacked = ensemble / "stacker.json"
-    if args.runs:
-        runs = resolve_runs(args.runs, root)
-    else:
-        runs = ensemble_runs(ensemble) if stacked.is_file() else default_runs(root)
     try:
+        if args.runs:
+            runs = resolve_runs(args.runs, root)
+        else:
+            runs = ensemble_runs(ensemble) if stacked.is_file() else default_runs(root)
         pipe = Pipeline(None if args.crops else args.align or root / "align", runs, ensemble)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -24,6 +24,7 @@ from rightwhale.errors import DataError
 MAX_MEGAPIXELS = 100          # a 3072x2048 survey photo has 6.3; above this a photo is refused
 Image.MAX_IMAGE_PIXELS = None   # our limit (checked from the header) replaces Pillow's warning
 SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+JPEG_FORMATS = ("JPEG", "MPO")   # MPO: a JPEG with multi-picture data (many Nikon and Fuji cameras)
 
 
 class BadImage(DataError):
@@ -45,7 +46,7 @@ def _open(path: Path, check_end: bool = True) -> Image.Image:
         im.close()
         raise BadImage(f"{path}: {im.width}x{im.height} is {im.width * im.height / 1e6:.0f} megapixels, above "
                        f"the limit of {MAX_MEGAPIXELS} (rightwhale.images.MAX_MEGAPIXELS); downscale it first")
-    if check_end and im.format == "JPEG":
+    if check_end and im.format in JPEG_FORMATS:
         # libjpeg never writes the end-of-image marker 0xFF 0xD9 inside entropy-coded data, so a JPEG whose
         # last 4 KiB (room for the padding some writers append) lack it was cut short
         with open(path, "rb") as f:
@@ -79,7 +80,7 @@ def read_image(path, size=None) -> np.ndarray:
         wh = int(w), int(h)
     with _open(path) as im:
         try:
-            rgb = _jpeg(path, im, wh) if im.format == "JPEG" else None
+            rgb = _jpeg(path, im, wh) if im.format in JPEG_FORMATS else None
             if rgb is None:
                 rgb = _other(path, im, wh)
             if wh is not None and rgb.size != wh:

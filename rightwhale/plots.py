@@ -103,10 +103,23 @@ def _png(image, path) -> Path:
     return Path(path)
 
 
+def _pil(image) -> Image.Image:
+    """RGB Pillow image of an (H, W), (H, W, 1) or (H, W, 3) array, uint8 or float in [0, 1]."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = np.clip(np.round(a * 255 if a.size and a.max() <= 1.0 else a), 0, 255).astype(np.uint8)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    return Image.fromarray(a).convert("RGB")
+
+
+def _fit_width(im: Image.Image, width: int) -> Image.Image:
+    return im.resize((width, max(1, round(im.height * width / max(im.width, 1)))), Image.Resampling.BILINEAR)
+
+
 def _titled(image: np.ndarray, title: str, width: int) -> Image.Image:
-    """An RGB array scaled to `width` with a line of title above it."""
-    im = Image.fromarray(np.asarray(image, np.uint8))
-    im = im.resize((width, max(1, round(im.height * width / im.width))), Image.Resampling.BILINEAR)
+    """An image scaled to `width` with a line of title above it."""
+    im = _fit_width(_pil(image), width)
     cell = Image.new("RGB", (width, im.height + TITLE_PX), "white")
     cell.paste(im, (0, TITLE_PX))
     ImageDraw.Draw(cell).text((2, 1), title, fill="black", font=_font())
@@ -139,12 +152,12 @@ def match_pairs(rows, path, cell: int = 224) -> Path:
     the pairs, in the arrays' own pixels) and title."""
     drawn = []
     for row in rows:
-        q, c = np.asarray(row["query"]), np.asarray(row["candidate"])
-        sq, sc = cell / q.shape[1], cell / c.shape[1]
-        pair = Image.new("RGB", (2 * cell + GAP_PX, cell + TITLE_PX), "white")
-        pair.paste(Image.fromarray(q.astype(np.uint8)).resize((cell, round(q.shape[0] * sq))), (0, TITLE_PX))
-        pair.paste(Image.fromarray(c.astype(np.uint8)).resize((cell, round(c.shape[0] * sc))),
-                   (cell + GAP_PX, TITLE_PX))
+        q, c = _pil(row["query"]), _pil(row["candidate"])
+        sq, sc = cell / max(q.width, 1), cell / max(c.width, 1)
+        q, c = _fit_width(q, cell), _fit_width(c, cell)
+        pair = Image.new("RGB", (2 * cell + GAP_PX, max(q.height, c.height) + TITLE_PX), "white")
+        pair.paste(q, (0, TITLE_PX))
+        pair.paste(c, (cell + GAP_PX, TITLE_PX))
         draw = ImageDraw.Draw(pair)
         draw.text((2, 1), row["title"], fill="black", font=_font())
         for (x0, y0), (x1, y1) in zip(np.asarray(row["query_xy"]), np.asarray(row["candidate_xy"])):

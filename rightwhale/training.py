@@ -18,7 +18,8 @@ Data parallel: batches are sharded over a Mesh of all devices (axis "data"). Mul
 checkpoints and history, and `fit` returns on every host once they are written: the run folder must
 be on a shared filesystem, since every host reads best.msgpack back. The stages' predictions, crops and
 reports are written through rightwhale/atomic.py, which lets only process 0 write (tested by simulating
-process 1; only one host has run it for real). The image cache is built under a file lock instead.
+process 1; only one host has run it for real). The image cache is built under a file lock instead. Not yet
+multi-host safe: the crop folders of align and localize (rebuilt by renaming) and `reproduce`.
 """
 import dataclasses
 import functools

@@ -234,3 +234,18 @@ def test_match_settings_from_the_command_line(crops, tmp_path, capsys):
     assert (stored["shortlist"], stored["upright"]) == (3, False)
     assert train_main([*common, "--run-dir", str(tmp_path / "s"), "--match-set", "bogus=1"]) == 2
     assert "--match-set bogus=1: expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_match_pictures_take_any_crop_shape(tmp_path):
+    from PIL import Image
+
+    from rightwhale import plots
+    rows = [{"query": np.random.default_rng(0).random((30, 200, 1)), "candidate": np.zeros((400, 20, 3), np.uint8),
+             "query_xy": [[1, 2]], "candidate_xy": [[3, 4]], "title": "grey float query, tall candidate"},
+            {"query": np.zeros((2, 900), np.uint8), "candidate": np.zeros((50, 50, 3), np.uint8),
+             "query_xy": [], "candidate_xy": [], "title": "a very wide query"}]
+    with Image.open(plots.match_pairs(rows, tmp_path / "m.png", cell=100)) as im:
+        assert im.width == 2 * 100 + plots.GAP_PX and im.height >= 2000 + 2    # the tall candidate is not cut
+    with Image.open(plots.contact_sheet([np.ones((10, 10, 1)), None], tmp_path / "c.png", ["a", ""], ncols=2,
+                                        cell=50)) as im:
+        assert np.asarray(im)[plots.TITLE_PX + 5, 5].tolist() == [255, 255, 255]    # float 1.0 is white

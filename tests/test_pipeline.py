@@ -303,26 +303,27 @@ def test_a_copied_then_moved_runs_root_serves_its_own_runs(pipeline, tmp_path, c
 
 def test_a_second_writer_of_a_run_folder_is_refused(pipeline, tmp_path, capsys):
     import subprocess
+    import sys
     pipeline.ensure("classify")
     folder = tmp_path / "run"
     shutil.copytree(pipeline.runs / "classify-aligned-resnet19", folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    holder = subprocess.Popen(["sleep", "60"])          # a live process of this host holds the folder
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom rightwhale import runlock\n"
+                               f"with runlock.hold({str(folder)!r}):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
     try:
-        (folder / ".lock").write_text(json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(),
-                                                  "since": 0}))
+        assert holder.stdout.readline().strip() == "held"        # another process writes into the folder
         capsys.readouterr()
         assert pipeline.run("--stage", "classify", "--image-size", "16", "--run-dir", str(folder),
                             "--continue-training") == 2
         assert f"in use by process {holder.pid}" in capsys.readouterr().err
-        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == before   # untouched
+        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == \
+            {k: v for k, v in before.items() if k != ".lock"}                 # untouched
     finally:
-        holder.kill()
+        holder.kill()                   # killed, not released: the kernel frees its lock
         holder.wait()
-    # its process gone, the lock is stale: the next writer takes the folder, and leaves no lock behind
     assert pipeline.run("--stage", "classify", "--image-size", "16", "--run-dir", str(folder),
                         "--continue-training", "--epochs", "2") == 0
-    assert not (folder / ".lock").exists()
 
 
 def test_corrupt_artefacts_are_one_line_errors(pipeline, tmp_path, capsys):

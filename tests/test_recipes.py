@@ -38,12 +38,13 @@ def test_original_preset_trains_each_definition_s_own_recipe(name):
 def test_readable_names_train_the_definition_s_recipe_and_flags_still_override():
     assert stage_config("classify", "original", model="resnet31").train == \
         stage_config("classify", "original", model="cropped_dec21_3").train
-    assert stage_config("classify", "original", model="cropped_dec19").model == "oxfordnet19_gap"
+    assert stage_config("classify", "original", model="cropped_dec19").model == "cropped_dec19"    # run folder
     cfg = stage_config("classify", "original", model="cropped_jan03", max_epochs=5, batch_size=4)
     assert (cfg.train.max_epochs, cfg.train.batch_size, cfg.train.learning_rate) == (5, 4, 1e-2)
     # the CPU preset is not changed by the recipes (its measured figures stay the code's)
     assert stage_config("classify", "cpu", model="cropped_jan03").train.batch_size == 16
-    assert set(ORIGINAL_DEFINITIONS) == set(TABLE) | {"localize_pts_dec31"}
+    assert set(ORIGINAL_DEFINITIONS) == set(TABLE)
+    assert stage_config("classify", "original", model="resnet31").model == "resnet31"
 
 
 def test_the_original_preset_runs_as_the_original_ran():

@@ -22,6 +22,9 @@ from rightwhale.submission import write_submission
 # Fields a resumed run may change: how long it trains (max_epochs only without a
 # learning-rate decay, whose schedule spans max_epochs).
 RESUMABLE_CHANGES = {"max_epochs", "patience"}
+# Settings added after runs were made, with the value that reproduces how those runs trained: a run
+# resumes only with that value (anything else would change its training halfway).
+ADDED_SINCE = {"l2_gamma": False, "interpolation": 1}
 
 
 class Rows:
@@ -116,9 +119,9 @@ def _config_changes(stored: dict, current: dict, prefix="") -> list[str]:
     allowed = RESUMABLE_CHANGES - ({"max_epochs"} if stored.get("final_learning_rate") is not None else set())
     changes = []
     for key in sorted(set(stored) | set(current)):
-        if key not in stored:          # a setting added since that run: it trained with the code's old behaviour
-            continue
-        a, b = stored.get(key), current.get(key)
+        if key not in stored and current.get(key) == ADDED_SINCE.get(key, object()):
+            continue                   # a setting added since that run, at the value the code behaved as before
+        a, b = stored.get(key, "(none: older run)"), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             changes += _config_changes(a, b, f"{prefix}{key}.")
         elif a != b and key not in allowed:
