@@ -328,9 +328,13 @@ def _attach_annotations(survey: Survey, present: set[str], check_images: bool) -
     if check_images:
         for name in [*survey.train, *survey.test]:
             size_of(name)
+    # the data directory's own annotation files, else (for a Kaggle download of photos: a sample submission,
+    # no source.json of crops cut by rightwhale) the project's annotations/, which ship the real points
+    # of the Kaggle training photos: a folder of crops with Kaggle-like names must not pick those up
+    kaggle = (survey.root / "sample_submission.csv").is_file() and not (survey.root / "source.json").is_file()
+    folders = (survey.root, PROJECT_ANNOTATIONS) if kaggle else (survey.root,)
     for attr, filename, cls, keys in ANNOTATION_FILES:
-        # the data directory's own annotation file, else the project's annotations/ copy
-        path = next((d / filename for d in (survey.root, PROJECT_ANNOTATIONS) if (d / filename).is_file()), None)
+        path = next((d / filename for d in folders if (d / filename).is_file()), None)
         what = "point" if cls == "point" else "box"
         for name, (line, values) in (read_sloth(path, cls, keys, present, survey.problems) if path else {}).items():
             size = size_of(name)

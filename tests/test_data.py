@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,13 +202,40 @@ def test_annotations_for_absent_images_are_summarised(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_project_annotations_are_the_fallback(tmp_path):
-    write_survey(tmp_path / "d", LABELS, points=False)
+def test_project_annotations_are_the_fallback_of_a_kaggle_download(tmp_path):
+    write_survey(tmp_path / "d", LABELS, test=["w_9.jpg"], points=False)       # photos and a sample submission
     data.PROJECT_ANNOTATIONS.mkdir()
     (data.PROJECT_ANNOTATIONS / "points1.json").write_text(sloth({"w_2.jpg": (7.0, 8.0)}))
     assert load_survey(tmp_path / "d").bonnet["w_2.jpg"].tolist() == [7.0, 8.0]
     (tmp_path / "d" / "points1.json").write_text(sloth({"w_2.jpg": (1.0, 2.0)}))
     assert load_survey(tmp_path / "d").bonnet["w_2.jpg"].tolist() == [1.0, 2.0]
+    # a folder of crops with Kaggle-like names (no sample submission, or cut by rightwhale) keeps its own
+    write_survey(tmp_path / "crops", LABELS, points=False)
+    assert "w_2.jpg" not in load_survey(tmp_path / "crops").bonnet
+    write_survey(tmp_path / "cut", LABELS, test=["w_9.jpg"], points=False)
+    (tmp_path / "cut" / "source.json").write_text('{"survey": "elsewhere"}')
+    assert "w_2.jpg" not in load_survey(tmp_path / "cut").bonnet
+
+
+def test_the_shipped_real_points_load():
+    """annotations/points1.json and points2.json: Anil Thomas's bonnet and blowhead points of the 4,544
+    Kaggle training photos (Apache-2.0, annotations/LICENSE-points)."""
+    from rightwhale.data import read_sloth
+    folder = Path(__file__).resolve().parents[1] / "annotations"
+    read = {}
+    for name in ("points1.json", "points2.json"):
+        problems, listed = [], {e["filename"] for e in json.loads((folder / name).read_text())}
+        entries = read_sloth(folder / name, "point", ("x", "y"), listed, problems)
+        assert len(entries) == 4544 and not problems
+        read[name] = {n: values for n, (_, values) in entries.items()}
+    assert read["points1.json"].keys() == read["points2.json"].keys()
+    points = np.array([v for r in read.values() for v in r.values()])
+    # Kaggle's training photos are at most 4992 x 3328 (most 3072 x 2048)
+    assert np.isfinite(points).all() and (points >= 0).all() and (points[:, 0] < 4992).all() and \
+        (points[:, 1] < 3328).all()
+    for photo in ("w_2234.jpg", "w_7489.jpg"):        # two photos we know are 3072 x 2048
+        for r in read.values():
+            assert 0 <= r[photo][0] < 3072 and 0 <= r[photo][1] < 2048
 
 
 @pytest.mark.parametrize("filename,text,match", [

@@ -87,6 +87,8 @@ def run(ws: Workspace) -> dict:
 
     made = crops.write_crops(ws, "box", boxes={n: truth_photo[n] for n in names["train"]} | predicted)
     results["box crops written"] = made["count"]
+    results["head boxes derived from the points (no head_boxes.json entry)"] = len(truth_photo) - len(
+        survey.boxes.keys() & truth_photo.keys())
     ws.write_json("results.json", results)
     write_report(ws.run_dir, f"Head-box localizer: {cfg.model}", results,
                  figures=[("IoU on validation photos", "iou_histogram.png"),
