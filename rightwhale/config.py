@@ -235,7 +235,9 @@ def cropped_jan05_4() -> Recipe:
 ORIGINAL_DEFINITIONS = {f.__name__: f for f in (cropped_dec19, cropped_dec21_3, cropped_jan02, cropped_jan03,
                                                  cropped_jan05_2, cropped_jan05_4)}
 # our readable names of the same networks: --model resnet31 --preset original is cropped_dec21_3's recipe
+# (resnet37 is cropped_jan02's layout with the writeup's 2-conv blocks: it trains with cropped_jan02's recipe)
 DEFINITION_OF = {"oxfordnet19_gap": "cropped_dec19", "resnet31": "cropped_dec21_3", "resnet67": "cropped_jan05_4",
+                 "resnet37": "cropped_jan02",
                  **{name: name for name in ORIGINAL_DEFINITIONS}}
 
 

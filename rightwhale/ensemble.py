@@ -12,6 +12,10 @@ in-fold features (the models' own training images) reaches near zero
 training loss and says nothing about new photos. New photos (the
 submission, `identify`) get whichever of the stacker, the pool, the plain
 average and the best single run has the lowest held-out log loss.
+
+`python ensemble.py --final PRESET` stacks the six networks of the original's final submission (FINAL_SIX,
+from the writeup), training with `python train.py --stage classify --preset PRESET --model NAME` the ones
+not yet in the runs root (`--train-flags` passes more flags, e.g. fewer epochs).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,6 +37,28 @@ from rightwhale.submission import read_submission, write_submission
 
 
 POOL = "log-linear pool"     # the members' probabilities weighted and multiplied (stacking.LogLinearPool)
+
+
+# The writeup's final ensemble: the 31-, 37- and 67-layer ResNets (cropped_dec21_3, cropped_jan02's layout with
+# 2-conv blocks, cropped_jan05_4) and three 19-layer OxfordNets with GAP (cropped_dec19, jan03, jan05_2)
+FINAL_SIX = ("resnet31", "resnet37", "resnet67", "oxfordnet19_gap", "cropped_jan03", "cropped_jan05_2")
+
+
+def final_runs(runs_root, preset: str, train_flags=(), train=None) -> list[Path]:
+    """The six run folders of the final ensemble under `runs_root`, training those that are missing."""
+    if train is None:
+        from rightwhale.stages import main as train
+    runs = []
+    for model in FINAL_SIX:
+        folder = Path(runs_root) / f"classify-aligned-{model}"
+        if not (folder / "features.npz").is_file():
+            print(f"training {model} (--preset {preset}) for the final ensemble into {folder}")
+            status = train(["--stage", "classify", "--preset", preset, "--model", model, "--runs", str(runs_root),
+                            "--run-dir", str(folder), *train_flags])
+            if status != 0:
+                raise DataError(f"{folder}: training {model} failed (exit {status}); see above")
+        runs.append(folder)
+    return runs
 
 
 def default_runs(runs_root="runs") -> list[Path]:
@@ -218,9 +245,19 @@ def main(argv=None) -> int:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for C and the held-out loss")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     p.add_argument("--gzip", action="store_true", help="write submission.csv.gz")
+    p.add_argument("--final", choices=("cpu", "original"),
+                   help="stack the original's final six networks (%s), training the missing ones with this "
+                        "preset into --runs-root" % ", ".join(FINAL_SIX))
+    p.add_argument("--train-flags", default="", help="with --final: more flags for their training, e.g. "
+                                                     "'--epochs 5 --data-dir DIR'")
     args = p.parse_args(argv)
+    if args.final and args.runs:
+        p.error("--final names its own six runs; leave out --runs")
     try:
-        runs = resolve_runs(args.runs, args.runs_root) if args.runs else default_runs(args.runs_root)
+        if args.final:
+            runs = final_runs(args.runs_root, args.final, shlex.split(args.train_flags))
+        else:
+            runs = resolve_runs(args.runs, args.runs_root) if args.runs else default_runs(args.runs_root)
         with runlock.hold(args.out, "ensemble folder"):
             results = run_ensemble(runs, args.out, args.folds, args.seed, args.gzip)
     except DataError as e:

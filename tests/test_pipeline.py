@@ -348,3 +348,26 @@ def test_corrupt_artefacts_are_one_line_errors(pipeline, tmp_path, capsys):
     assert ensemble_main(["--runs", str(run), str(copy / "classify-aligned-oxfordnet19_gap"),
                           "--out", str(tmp_path / "ens")]) == 2
     assert f"{run / 'features.npz'}: unreadable" in capsys.readouterr().err
+
+
+def test_the_final_six_model_ensemble_trains_what_is_missing(pipeline, tmp_path, monkeypatch):
+    import rightwhale.stages
+    from rightwhale.ensemble import FINAL_SIX
+    pipeline.ensure("classify")
+    root = tmp_path / "runs"
+    trained_run = pipeline.runs / "classify-aligned-resnet19"
+    for model in FINAL_SIX[:2]:                                  # two of the six trained already
+        shutil.copytree(trained_run, root / f"classify-aligned-{model}")
+    calls = []
+
+    def fake_train(argv):        # stands in for `python train.py`: the real one is tested above
+        calls.append(argv)
+        shutil.copytree(trained_run, argv[argv.index("--run-dir") + 1])
+        return 0
+    monkeypatch.setattr(rightwhale.stages, "main", fake_train)
+    assert ensemble_main(["--final", "cpu", "--runs-root", str(root), "--out", str(tmp_path / "ens"),
+                          "--folds", "2", "--train-flags", "--epochs 1 --no-progress"]) == 0
+    assert [a[a.index("--model") + 1] for a in calls] == list(FINAL_SIX[2:])
+    assert all(a[a.index("--preset") + 1] == "cpu" and a[-3:] == ["--epochs", "1", "--no-progress"] for a in calls)
+    results = json.loads((tmp_path / "ens" / "results.json").read_text())
+    assert results["runs"] == [f"classify-aligned-{m}" for m in FINAL_SIX]

@@ -45,6 +45,8 @@ def test_readable_names_train_the_definition_s_recipe_and_flags_still_override()
     assert stage_config("classify", "cpu", model="cropped_jan03").train.batch_size == 16
     assert set(ORIGINAL_DEFINITIONS) == set(TABLE)
     assert stage_config("classify", "original", model="resnet31").model == "resnet31"
+    assert stage_config("classify", "original", model="resnet37").train == \
+        stage_config("classify", "original", model="cropped_jan02").train      # jan02's layout, 2-conv blocks
 
 
 def test_the_original_preset_runs_as_the_original_ran():
