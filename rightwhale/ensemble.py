@@ -144,7 +144,8 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
             raise DataError(f"{d}: its class columns differ from {run_dirs[0]}'s; stack runs of one data set")
     k = len(classes)
     names, X, probs, y = stack_features(runs, "valid")
-    log(f"stacking {len(run_dirs)} run(s): {X.shape[1]} features, {len(names)} out-of-fold (validation) images")
+    log(f"stacking {len(run_dirs)} run(s): {X.shape[1]} features, {len(names)} out-of-fold (validation) images; "
+        f"runs: {', '.join(str(d.resolve()) for d in run_dirs)}")
 
     rows = [{"model": d.name, **_scores(p, y)} for d, p in zip(run_dirs, probs)]
     best = min(rows, key=lambda r: r["log loss"])

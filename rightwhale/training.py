@@ -19,7 +19,8 @@ checkpoints and history, and `fit` returns on every host once they are written: 
 be on a shared filesystem, since every host reads best.msgpack back. The stages' predictions, crops and
 reports are written through rightwhale/atomic.py, which lets only process 0 write (tested by simulating
 process 1; only one host has run it for real). The image cache is built under a file lock instead. Not yet
-multi-host safe: the crop folders of align and localize (rebuilt by renaming) and `reproduce`.
+multi-host safe: `reproduce` and the annotated crops (stages/crops.py); align's and localize's crop folders
+are process 0's.
 """
 import dataclasses
 import functools

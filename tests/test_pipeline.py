@@ -371,3 +371,16 @@ def test_the_final_six_model_ensemble_trains_what_is_missing(pipeline, tmp_path,
     assert all(a[a.index("--preset") + 1] == "cpu" and a[-3:] == ["--epochs", "1", "--no-progress"] for a in calls)
     results = json.loads((tmp_path / "ens" / "results.json").read_text())
     assert results["runs"] == [f"classify-aligned-{m}" for m in FINAL_SIX]
+
+
+def test_process_1_of_several_hosts_writes_no_crops(tmp_path, monkeypatch):
+    """The crop folder is swapped in by renames: only process 0 may (training itself cannot be simulated
+    as process 1 of 2 on one host, so the guard is tested alone)."""
+    import types
+
+    import jax
+    from rightwhale.stages.crops import write_crops
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    ws = types.SimpleNamespace(path=lambda name: tmp_path / name)      # any use of the workspace would fail
+    assert write_crops(ws, "head", points={"w_1.jpg": np.zeros((2, 2))}) == {"count": 0, "fallback": 0}
+    assert list(tmp_path.iterdir()) == []

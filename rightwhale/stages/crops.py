@@ -34,7 +34,10 @@ def require_annotations(ws, has, need: str) -> None:
 
 
 def write_crops(ws, kind: str, points: dict | None = None, boxes: dict | None = None) -> dict:
-    """Write run/crops from photo-pixel points (kind "head") or boxes (kind "box")."""
+    """Write run/crops from photo-pixel points (kind "head") or boxes (kind "box"). On several hosts only
+    process 0 does (the folder is swapped in by renames, which the others must not race)."""
+    if not atomic.is_writer():
+        return {"count": 0, "fallback": 0}
     out, partial = ws.path("crops"), ws.path("crops.partial")
     shutil.rmtree(partial, ignore_errors=True)
     size = ws.cfg.crop_size
