@@ -205,7 +205,7 @@ def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: st
     order = np.argsort(-probs)[:top]
     candidates = [(pipe.classes[i], float(probs[i])) for i in order]
     buf = io.BytesIO()
-    Image.fromarray(head).save(buf, "PNG")
+    Image.fromarray(head).save(buf, "PNG", compress_level=1)
     atomic.write_bytes(out_dir / f"{stem}_crop.png", buf.getvalue())
     sheet, titles = [], []          # one row per candidate: the query, then that whale's catalogue crops
     for rank, (whale, p) in enumerate(candidates, 1):
