@@ -118,17 +118,19 @@ def decisions_items(path: Path, catalogue=None) -> tuple[Path, list]:
     if catalogue is None and len(runs) != 1:
         raise DataError(f"{path}: name the catalogue with --catalogue (the file names {len(runs)} match runs)")
     items = []
-    for line, r in enumerate(rows, 2):
+    for line, r in enumerate(rows, 2):           # a bad row is skipped and reported; the others are added
         decision, whale, crop = field(r, "decision"), field(r, "whale"), Path(field(r, "crop"))
         if decision not in CHOICES:
-            raise DataError(f"{path}, line {line}: decision {decision!r} is not one of {', '.join(sorted(CHOICES))}")
-        if decision in ADDING and name_problem(whale):
-            raise DataError(f"{path}, line {line}: decision {decision}: {name_problem(whale)}")
-        if decision in ADDING:
+            print(f"{path}, line {line}: skipped: decision {decision!r} is not one of "
+                  f"{', '.join(sorted(CHOICES))}", file=sys.stderr)
+        elif decision in ADDING and name_problem(whale):
+            print(f"{path}, line {line}: skipped: decision {decision}: {name_problem(whale)}", file=sys.stderr)
+        elif decision in ADDING:
             try:
                 digest = hashlib.sha1(crop.read_bytes()).hexdigest()[:10]
             except OSError as e:
-                raise DataError(f"{path}, line {line}: its crop {crop} is unreadable ({e})") from e
+                print(f"{path}, line {line}: skipped: its crop {crop} is unreadable ({e})", file=sys.stderr)
+                continue
             items.append((crop, whale, f"{whale}_{digest}_{crop.name}", decision))
     return Path(catalogue or runs.pop()), items
 

@@ -229,7 +229,8 @@ def identify_photo(pipe: Pipeline, path: Path, top: int, out_dir: Path, stem: st
 
 
 def decide(result: dict, new_threshold: float | None) -> str:
-    """check alignment when the aligner's augmentations disagree, else new? past the new-whale threshold."""
+    """check alignment when the aligner's augmentations disagree or no keypoint matched anything, else new?
+    past the new-whale threshold, else known."""
     ratio = result["tta_spread_ratio"]
     if ratio is not None and (ratio >= UNSURE_SPREAD or result["whole_photo_fallback"]):
         return CHECK
@@ -282,7 +283,7 @@ def group_new(pipe: Pipeline, results: list[dict]) -> None:
     feats = [crop_features(run, r["crop"]) for r in new]
     stems = [f"batch:{r['stem']}" for r in new]
     matcher = matching.Matcher(run.gallery.add(stems, stems, feats), run.classes + stems, run.cfg)
-    scores = np.array([q.scores for q in matcher.score_many(feats, exclude=stems)]).reshape(len(new), -1)
+    scores = matching.score_matrix(matcher.score_many(feats, exclude=stems), len(matcher.classes))
     best = scores.argmax(axis=1) - len(run.classes)         # >= 0: another photo of the batch
     named = (best >= 0) & (novelty.novelty_score(scores) <= pipe.new_threshold)
     linked = np.zeros((len(new), len(new)), bool)

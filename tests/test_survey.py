@@ -215,3 +215,20 @@ def test_review_page_in_a_browser_saves_decisions_catalogue_add_accepts(catalogu
         **{photos[i]["photo"]: ("new", "new-1") for i in new}, photos[known[0]]["photo"]: ("unsure", "")}
     assert rightwhale_main(["catalogue", "add", str(saved), "--no-progress"]) == 0
     assert MatchRun(run).added_whales == ["new-1"]
+
+
+def test_catalogue_add_skips_bad_rows_and_adds_the_rest(catalogue, tmp_path, capsys):
+    c = catalogue
+    run = tmp_path / "run"
+    shutil.copytree(c["run"], run)
+    crop = c["crops"] / "imgs" / c["unseen_crops"][0]
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text("photo,crop,decision,whale,catalogue\n"
+                         f"a.jpg,{crop},maybe,whale_x,{run}\n"              # no such decision
+                         f"b.jpg,{crop},new,../escape,{run}\n"              # a name leaving the folder
+                         f"c.jpg,{tmp_path / 'gone.png'},new,whale_y,{run}\n"   # crop gone
+                         f"d.jpg,{crop},new,whale_z,{run}\n")
+    assert rightwhale_main(["catalogue", "add", str(decisions), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert all(f"line {n}: skipped" in err for n in (2, 3, 4))
+    assert MatchRun(run).added_whales == ["whale_z"]
