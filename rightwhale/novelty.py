@@ -1,8 +1,8 @@
 """Is this a whale of the catalogue at all? The matcher's new-whale score and its threshold.
 
 A catalogue never holds every whale, so identify must be able to say "probably
-no whale we know". The score is how little the best catalogue whale matches
-(`novelty_score`); what "little" means is learnt from the catalogue itself:
+no whale we know". The score is how little the best catalogue whale stands out
+from the next ones (`novelty_score`); what "little" means is learnt from the catalogue itself:
 each of its crops scored with its own crop left out (a known whale) and with
 its whole whale left out (a new whale, `leave_whales_out`). The default
 threshold is the one that costs known whales at most `KNOWN_LOSS` of top-1
@@ -82,8 +82,12 @@ def fit_threshold(known_scores, known_labels, new_scores, known_loss: float = KN
     # flagged-and-right crops are those of a right crop's novelty above the threshold: keep `allowed` of them
     right_novelty = np.sort(known[right])[::-1]
     threshold = float(right_novelty[allowed]) if allowed < len(right_novelty) else float(known.min()) - 1
-    auc = float(roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(new))], np.r_[known, new]))
-    return Threshold(threshold, known_loss, auc, float(np.mean(new > threshold)))
+    return Threshold(threshold, known_loss, _auc(known, new), float(np.mean(new > threshold)))
+
+
+def _auc(known: np.ndarray, new: np.ndarray) -> float:
+    """ROC AUC of novelty scores, new whales the positives."""
+    return float(roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(new))], np.r_[known, new]))
 
 
 def open_set_scores(known_scores, known_labels, new_scores, threshold: Threshold) -> dict:
@@ -93,8 +97,7 @@ def open_set_scores(known_scores, known_labels, new_scores, threshold: Threshold
     right = np.asarray(known_scores).argmax(axis=1) == np.asarray(known_labels)
     flagged = known > threshold.threshold
     return {"known crops": int(len(known)), "new-whale crops": int(len(new)),
-            "new-whale ROC AUC": float(roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(new))],
-                                                     np.r_[known, new])),
+            "new-whale ROC AUC": _auc(known, new),
             "new-whale crops flagged new?": float(np.mean(new > threshold.threshold)),
             "known crops flagged new?": float(np.mean(flagged)),
             "known top-1, no new-whale flag": float(np.mean(right)),
