@@ -441,8 +441,19 @@ class Calibration:
         return {"temperature": self.temperature, "floor": self.floor}
 
 
-def calibrate(scores: np.ndarray, labels: np.ndarray, prior: np.ndarray) -> Calibration:
-    """Temperature and floor of lowest log loss on leave-one-out scores of gallery crops."""
+def calibrate(scores: np.ndarray, labels: np.ndarray, prior: np.ndarray, pseudo_errors: int = 1) -> Calibration:
+    """Temperature and floor of lowest log loss on leave-one-out scores of gallery crops.
+
+    Plus `pseudo_errors` rows of one error the gallery might not show (Laplace's rule of succession): the
+    leave-one-out row of smallest margin, labelled with its runner-up whale. A gallery that leave-one-out
+    never gets wrong (the embedded survey's annotated-point crops) otherwise fits a temperature and floor of
+    certainty, and crops cut otherwise are then wrong with probability 1: on the survey's aligned crops this
+    one row takes log loss from 9.26 to 3.44; on the real crops it changes it by under 0.0001."""
+    if pseudo_errors and len(scores) and scores.shape[1] > 1:
+        margin = np.diff(np.sort(scores, axis=1)[:, -2:], axis=1)[:, 0]
+        hard = np.argsort(margin, kind="stable")[:pseudo_errors]
+        runner_up = np.argsort(-scores[hard], axis=1, kind="stable")[:, 1]
+        scores, labels = np.concatenate([scores, scores[hard]]), np.concatenate([labels, runner_up])
     logprior, scores = np.log(prior), calibration_logits(scores)
 
     def loss(theta):
