@@ -8,6 +8,7 @@ file into one error naming it and the command that rebuilds it.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -66,6 +67,13 @@ def write_text(path, text: str, always: bool = False) -> None:
 
 def write_json(path, obj, always: bool = False) -> None:
     write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n", always)
+
+
+def write_csv(path, header, rows) -> None:
+    """A CSV (Kaggle's layout: "\n" line ends) of a header and rows, written atomically."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    write_text(path, buf.getvalue())
 
 
 def write_npz(path, **arrays) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import io
 import sys
 from pathlib import Path
 
@@ -48,12 +47,8 @@ def name_problem(whale: str) -> str | None:
 def write_catalogue_csv(run: MatchRun, gallery) -> None:
     """RUN/catalogue/train.csv from the gallery itself (its crops with a file in RUN/catalogue/imgs), so it
     is complete however an earlier add ended."""
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["Image", "whaleID"])
-    writer.writerows((n, w) for n, w in zip(gallery.names, gallery.whales)
-                     if (run.catalogue_dir / "imgs" / n).is_file())
-    atomic.write_text(run.catalogue_dir / "train.csv", text.getvalue())
+    atomic.write_csv(run.catalogue_dir / "train.csv", ("Image", "whaleID"),
+                     [(n, w) for n, w in zip(gallery.names, gallery.whales) if (run.catalogue_dir / "imgs" / n).is_file()])
 
 
 def grow(run_dir, items, progress: bool = True) -> dict:

@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from rightwhale import data
-from rightwhale.atomic import write_bytes, write_json, write_text
+from rightwhale.atomic import write_bytes, write_csv, write_json
 from rightwhale.images import BadImage, read_image
 from rightwhale.transforms import rotation, scaling, transform_points, translation, warp
 
@@ -148,12 +148,6 @@ def _encode(image: np.ndarray, name: str) -> bytes:
     return buf.getvalue()
 
 
-def _csv_text(header, rows) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
-    return buf.getvalue()
-
-
 def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=None, boxes=None,
                   box_pad=0.0, predicted: bool = False, progress: bool = True) -> dict:
     """Write head crops of every annotated image of `data_dir` as a new data directory `out`.
@@ -214,13 +208,13 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
             new_p1[name], new_p2[name] = moved      # a predicted point off the crop annotates nothing in it
 
     kept = set(done)
-    write_text(out / "train.csv", _csv_text(("Image", "whaleID"), [r for r in survey.train.items() if r[0] in kept]))
+    write_csv(out / "train.csv", ("Image", "whaleID"), [r for r in survey.train.items() if r[0] in kept])
     for extra in ("sample_submission.csv", "test_labels.csv"):
         if (data_dir / extra).is_file():
             with open(data_dir / extra, newline="", encoding="utf-8-sig") as f:
                 rows = list(csv.reader(f))
             test = kept & set(survey.test)
-            write_text(out / extra, _csv_text(rows[0], [r for r in rows[1:] if r and r[0].strip() in test]))
+            write_csv(out / extra, rows[0], [r for r in rows[1:] if r and r[0].strip() in test])
     if (data_dir / "whale_types.csv").is_file():
         write_bytes(out / "whale_types.csv", (data_dir / "whale_types.csv").read_bytes())
     write_json(out / "points1.json", data.sloth_points(new_p1))

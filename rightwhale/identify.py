@@ -20,7 +20,6 @@ and saves the decisions for `python -m rightwhale catalogue add`.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import sys
@@ -361,11 +360,8 @@ def write_batch(out: Path, results: list[dict], top: int, pipe: Pipeline, skippe
                                                      if pipe.matcher else None, "photos": results,
                                                      "skipped": [{"photo": p, "why": w} for p, w in skipped]})
     rows = csv_rows(results, top)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["photo", "decision"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_text(out / "identifications.csv", text.getvalue())
+    atomic.write_csv(out / "identifications.csv", list(rows[0]) if rows else ["photo", "decision"],
+                     [list(r.values()) for r in rows])
     write_review(out / "review.html", results, pipe.matcher.run_dir.resolve() if pipe.matcher else None)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rightwhale import matching, metrics, novelty, plots
+from rightwhale import atomic, matching, metrics, novelty, plots
 from rightwhale.config import Match
 from rightwhale.data import DataError, Problem, report_problems
 from rightwhale.report import write_report
@@ -148,8 +148,9 @@ class MatchRun:
             # runs made before `upright` existed described keypoints at their SIFT orientation
             self.cfg = Match(**{"upright": False, **config["match"]})
             self.crops_dir = Path(config["data_dir"])
-            with np.load(run_dir / "features.npz", allow_pickle=False) as z:
-                self.classes, train_labels = z["classes"].tolist(), z["train_labels"]
+            z = atomic.read_npz(run_dir / "features.npz", ["classes", "train_labels"],
+                                f"python train.py --stage match --run-dir {run_dir}")
+            self.classes, train_labels = z["classes"].tolist(), z["train_labels"]
             cal = json.loads((run_dir / CALIBRATION).read_text())
             temperature, floor = float(cal["temperature"]), float(cal["floor"])
             # runs made before the new-whale score have none: identify then never says `new?`
@@ -162,8 +163,9 @@ class MatchRun:
         # whales added to the catalogue since (rightwhale.catalogue) get columns after the trained ones
         known = set(self.classes)
         self.added_whales = [w for w in dict.fromkeys(self.gallery.whales) if w not in known]
+        column = {w: i for i, w in enumerate(self.classes + self.added_whales)}
+        added = [column[w] for w in self.gallery.whales if column[w] >= len(self.classes)]
         self.classes = self.classes + self.added_whales
-        added = [self.classes.index(w) for w in self.gallery.whales if w in set(self.added_whales)]
         self.calibration = matching.Calibration(temperature, floor, metrics.class_prior(
             np.concatenate([train_labels, np.array(added, np.int64)]).astype(np.int64), len(self.classes)))
         self.trained_on = set(self.gallery.names)
