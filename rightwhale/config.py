@@ -43,7 +43,7 @@ class Augment:
     gamma_probability: float = 0.0
     gammas: tuple[float, ...] = (1.0,)
     brightness: tuple[float, ...] = (1.0,)   # multiplicative choices
-    interpolation: int = 1            # the warp: 1 bilinear; 0 nearest, as nolearn_utils' warp (order=0) did
+    interpolation: int = 0            # the warp: 0 nearest, as nolearn_utils' warp (order=0) did; 1 bilinear
 
     def rescaled(self, image_size: int, reference_size: int = 256) -> "Augment":
         """Translations are given at 256 px; scale them to another input size."""
@@ -62,7 +62,7 @@ class Train:
     final_learning_rate: float | None = None  # linear per-epoch decay to this (StepDecay), any optimizer
     momentum: float = 0.9
     l2: float = 1e-6                   # objective_l2: penalty on conv and dense weights (not biases)
-    l2_gamma: bool = False             # ... and on batch-norm gamma, as the original's tagging did
+    l2_gamma: bool = True              # ... and on batch-norm gamma, which the original tagged regularizable
     seed: int = 42
     augment: Augment = field(default_factory=Augment)
 
@@ -247,13 +247,20 @@ def original_recipe(model: str) -> Recipe | None:
     return ORIGINAL_DEFINITIONS[name]() if name else None
 
 
+# What the CPU preset shrinks of a definition: the input (the survey's crops at 64 px) and the run's length.
+# Batch, optimizer, learning rates (the StepDecay spans the shorter run), l2, grids and dropout stay its own.
+CPU_CLASSIFIER_SIZE, CPU_CLASSIFIER_EPOCHS, CPU_CLASSIFIER_PATIENCE = 64, 60, 20
+
+
+def cpu_recipe(recipe: Recipe) -> Recipe:
+    """A definition's recipe at the CPU preset's size and length."""
+    return dataclasses.replace(recipe, image_size=CPU_CLASSIFIER_SIZE, train=dataclasses.replace(
+        recipe.train, max_epochs=CPU_CLASSIFIER_EPOCHS, patience=CPU_CLASSIFIER_PATIENCE))
+
+
 # The localizers' average pool leaves a 2x2 map at any input size, as the
 # original's window of 8 did at 256 px (the map before it is 1/16 of the input).
 WINDOWED_POOL_MODELS = ("localize_pts_dec31", "box_localizer")
-
-# Every model of the original used the repo's BatchNormLayer with its default alpha 0.1: Flax momentum 0.9.
-# The CPU preset keeps the models' own defaults (0.5 for the classifiers), with which its figures were measured.
-ORIGINAL_BN_MOMENTUM = 0.9
 
 MATCHER = "rootsift-lnbnn"       # the match stage's "model": RootSIFT features, LNBNN votes, RANSAC
 
@@ -280,8 +287,11 @@ _PRESETS = {
     },
     "classify": {
         "original": ("resnet19", 256, _ORIGINAL_CLASSIFIER, {}),
-        "cpu": ("resnet19", 64, Train(optimizer="adam", learning_rate=1e-3, max_epochs=60,
-                                      patience=20, l2=1e-6, augment=CLASSIFY_AUGMENT), {}),
+        # resnet19 has no definition file (the writeup's first ResNet): Adam, which trains it in 60 epochs
+        "cpu": ("resnet19", CPU_CLASSIFIER_SIZE, Train(optimizer="adam", learning_rate=1e-3,
+                                                       max_epochs=CPU_CLASSIFIER_EPOCHS,
+                                                       patience=CPU_CLASSIFIER_PATIENCE, l2=1e-6,
+                                                       augment=CLASSIFY_AUGMENT), {}),
     },
     # beyond the original, no GPU needed: one matcher for both presets
     "match": {preset: (MATCHER, Match.crop_size, Train(), {}) for preset in PRESETS},
@@ -299,8 +309,9 @@ def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     model, size, train, extra = _PRESETS[stage][preset]
-    recipe = original_recipe(overrides.get("model", model)) if preset == "original" and stage == "classify" \
-        else None
+    recipe = original_recipe(overrides.get("model", model)) if stage == "classify" else None
+    if recipe is not None and preset == "cpu":
+        recipe = cpu_recipe(recipe)
     if recipe is not None:          # that definition's own input, batch, optimizer, schedule, l2, grids, dropout
         size, train = recipe.image_size, recipe.train       # the model keeps the name given (the run folder's)
         overrides = {**overrides, "model_kwargs": {"dropout": recipe.dropout, **overrides.get("model_kwargs", {})}}
@@ -327,9 +338,5 @@ def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
         raise ValueError(f"unknown model {cfg.model!r}; choose from {', '.join(model_names())}")
     if cfg.model in WINDOWED_POOL_MODELS and "pool_window" not in cfg.model_kwargs:
         cfg = dataclasses.replace(cfg, model_kwargs={**cfg.model_kwargs, "pool_window": max(cfg.image_size // 32, 1)})
-    if preset == "original":        # as the original ran: BN running averages at 0.9, L2 on gamma, nearest warp
-        cfg = dataclasses.replace(cfg, model_kwargs={"bn_momentum": ORIGINAL_BN_MOMENTUM, **cfg.model_kwargs},
-                                  train=dataclasses.replace(cfg.train, l2_gamma=True, augment=dataclasses.replace(
-                                      cfg.train.augment, interpolation=0)))
     return dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, augment=cfg.train.augment.rescaled(cfg.image_size)))

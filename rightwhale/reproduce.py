@@ -1,17 +1,17 @@
 """python -m rightwhale reproduce: the whole pipeline in order, then REPRODUCTION.md.
 
-Runs naive, localize, box + classify, align, align + classify with three
-classifiers, the local-feature matcher on annotated and aligned crops, and
-the ensemble on the embedded survey (or --data-dir), with the CPU preset
-unless told otherwise; with --real-heads DIR also the classifiers, the
-matcher and their ensemble on a folder of real head crops. Every number
+Runs naive, localize, box + classify, align, align + classify with resnet19
+and the six networks of the original's final submission, the local-feature
+matcher on annotated and aligned crops, and the ensemble on the embedded
+survey (or --data-dir), with the CPU preset unless told otherwise; with
+--real-heads DIR also resnet19, the matcher and their ensemble on a folder
+of real head crops. Every number
 in the report comes from this run's folders. A step whose run folder
 already holds results is reused (resumable); --fresh starts over.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import shutil
@@ -24,12 +24,15 @@ from pathlib import Path
 from rightwhale import atomic
 from rightwhale.config import PRESETS, stage_config
 from rightwhale.data import resolve_data_dir
-from rightwhale.ensemble import run_ensemble, source_survey
+from rightwhale.ensemble import FINAL_SIX, run_ensemble, source_survey
 from rightwhale.report import table
 from rightwhale.stages import main as train_main
 from rightwhale.stages.crops import ANNOTATED, annotated_crops
+from rightwhale.stages.workspace import config_changes
 
-ENSEMBLE_MODELS = ("resnet19", "cropped_dec21_3", "oxfordnet19_gap")
+# resnet19, the CPU preset's classifier, and the final submission's six, each with its definition's recipe
+ENSEMBLE_MODELS = ("resnet19", *FINAL_SIX)
+REAL_HEADS_MODELS = ("resnet19",)      # the networks barely learn real crops on CPU; the matcher does
 # (row, train.py arguments, run folder under RUNS, what the writeup reports on the real data)
 STEPS = [
     ("naive: whole photo", ["--stage", "naive"], "naive", "about 5.8 (0.95 of chance)"),
@@ -62,18 +65,21 @@ def _run_step(args: list[str], folder: Path, common: list[str], preset: str, sur
     """Train one step unless its folder already has results of this preset, data and epoch count;
     returns (results, minutes of training)."""
     stale = False
-    if (folder / "results.json").is_file() and args[1] == "match":     # minutes to redo: redo when settings change
-        stale = json.loads((folder / "config.json").read_text()).get("match") != \
-            json.loads(json.dumps(dataclasses.asdict(stage_config("match", preset).match)))
-        if stale:
+    flag = {a: b for a, b in zip(args, args[1:])}
+    if (folder / "results.json").is_file():
+        changes = _settings_changed(folder, flag, preset)
+        if changes and flag["--stage"] == "match":      # minutes to redo: redo when settings change
             print(f"matching {folder} again: the matcher's settings have changed since")
+            stale = True
     if (folder / "results.json").is_file() and not stale:
         cfg = json.loads((folder / "config.json").read_text())
-        flag = {a: b for a, b in zip(args, args[1:])}
         epochs = int(flag.get("--epochs", stage_config(flag["--stage"], preset).train.max_epochs))
         if (cfg["preset"], source_survey(folder), cfg["train"]["max_epochs"]) != (preset, survey.resolve(), epochs):
             raise SystemExit(f"reproduce: {folder} holds a run of another preset, data or epoch count; "
                              "use another --runs or --fresh")
+        if changes:
+            raise SystemExit(f"reproduce: {folder} was trained with other settings than this code's "
+                             f"({'; '.join(changes)}); use another --runs or --fresh")
         crops = Path(cfg["data_dir"]) / "source.json"     # a folder of crops, cut again since this run?
         if crops.is_file() and crops.stat().st_mtime > (folder / "results.json").stat().st_mtime:
             raise SystemExit(f"reproduce: {folder} was trained on crops that {crops.parent} has replaced "
@@ -90,6 +96,16 @@ def _run_step(args: list[str], folder: Path, common: list[str], preset: str, sur
     if status != 0:
         raise SystemExit(f"reproduce: `python train.py {' '.join(args)}` failed (exit {status})")
     return json.loads((folder / "results.json").read_text()), (time.perf_counter() - started) / 60
+
+
+def _settings_changed(folder: Path, flag: dict, preset: str) -> list[str]:
+    """What of a finished step's settings (the matcher's, or the network's input, training and model
+    options) this code would now set otherwise."""
+    overrides = {"model": flag["--model"]} if "--model" in flag else {}
+    current = json.loads(json.dumps(stage_config(flag["--stage"], preset, **overrides).to_dict()))
+    stored = json.loads((folder / "config.json").read_text())
+    keys = ("match",) if flag["--stage"] == "match" else ("image_size", "train", "model_kwargs")
+    return config_changes({k: stored.get(k) for k in keys}, {k: current.get(k) for k in keys})
 
 
 def _row(name, results, minutes, reference) -> dict:
@@ -148,7 +164,7 @@ def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: st
     real_rows = []
     if real_heads:
         real_runs = []
-        for model in ENSEMBLE_MODELS[:2]:
+        for model in REAL_HEADS_MODELS:
             folder = runs_root / f"real-heads-{model}"
             args = ["--stage", "classify", "--crops", real_heads, "--model", model, "--epochs", str(real_epochs)]
             results, minutes = _run_step(args, folder, ["--runs", str(runs_root), "--preset", preset, "--no-progress"],

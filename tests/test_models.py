@@ -170,8 +170,9 @@ def test_initialisation_is_glorot_uniform_without_conv_biases():
 
 
 @pytest.mark.parametrize("name, kwargs, momentum", [
-    ("localize_pts_dec31", {"pool_window": 1}, 0.9),             # Lasagne's batch norm
-    ("resnet19", {}, 0.5),                                        # the classifiers' custom one
+    ("localize_pts_dec31", {"pool_window": 1}, 0.9),             # Lasagne's batch norm, alpha 0.1
+    ("resnet19", {}, 0.9),                                        # the repo's own, whose default alpha is 0.1 too
+    ("resnet19", {"bn_momentum": 0.5}, 0.5),                      # and the option reaches every layer
 ])
 def test_batch_norm_statistics_update_only_in_training(name, kwargs, momentum):
     variables, forward = tiny(name, **kwargs)

@@ -1,5 +1,7 @@
 """Each of the original's model definitions, pinned against DESIGN.md's table (section 3, stage 4) and, where
 the table is silent, against the definition files themselves (felixlaumon/kaggle-right-whale)."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -41,8 +43,15 @@ def test_readable_names_train_the_definition_s_recipe_and_flags_still_override()
     assert stage_config("classify", "original", model="cropped_dec19").model == "cropped_dec19"    # run folder
     cfg = stage_config("classify", "original", model="cropped_jan03", max_epochs=5, batch_size=4)
     assert (cfg.train.max_epochs, cfg.train.batch_size, cfg.train.learning_rate) == (5, 4, 1e-2)
-    # the CPU preset is not changed by the recipes (its measured figures stay the code's)
-    assert stage_config("classify", "cpu", model="cropped_jan03").train.batch_size == 16
+    # the CPU preset is the same recipe, shorter and at 64 px (its StepDecay spans the shorter run)
+    cpu, original = stage_config("classify", "cpu", model="cropped_jan03"), stage_config(
+        "classify", "original", model="cropped_jan03")
+    assert (cpu.image_size, cpu.train.max_epochs, cpu.train.patience) == (64, 60, 20)
+    assert dataclasses.replace(cpu.train, max_epochs=2500, patience=100, augment=original.train.augment) == \
+        original.train
+    assert cpu.train.augment == original.train.augment.rescaled(64, reference_size=256)
+    assert cpu.model_kwargs == original.model_kwargs == {"dropout": 0.8}
+    assert stage_config("classify", "cpu").train.optimizer == "adam"        # resnet19: no definition file
     assert set(ORIGINAL_DEFINITIONS) == set(TABLE)
     assert stage_config("classify", "original", model="resnet31").model == "resnet31"
     assert stage_config("classify", "original", model="resnet37").train == \
@@ -56,11 +65,13 @@ def test_the_original_preset_runs_as_the_original_ran():
     from rightwhale import training
     from rightwhale.config import Augment
     from rightwhale.transforms import augment_batch
+    from rightwhale.models import MODELS
     for stage in ("naive", "localize", "align", "classify"):
-        original, cpu = stage_config(stage, "original"), stage_config(stage, "cpu")
-        assert original.model_kwargs["bn_momentum"] == 0.9 and original.train.l2_gamma
-        assert original.train.augment.interpolation == 0
-        assert not cpu.train.l2_gamma and cpu.train.augment.interpolation == 1
+        for preset in ("original", "cpu"):        # both presets: L2 on gamma, nearest-neighbour warp
+            cfg = stage_config(stage, preset)
+            assert cfg.train.l2_gamma and cfg.train.augment.interpolation == 0 and "bn_momentum" not in cfg.model_kwargs
+    for name in MODELS:                           # BN running averages at alpha 0.1 in every network
+        assert get_model(name, 3).bn_momentum == 0.9, name
     # L2 over kernels and batch-norm gammas, not biases or betas
     params = {"conv": {"kernel": jnp.full((3, 3), 2.0)}, "bn": {"scale": jnp.full(4, 3.0), "bias": jnp.ones(4)}}
     assert float(training.l2_penalty(params)) == 36.0
@@ -70,5 +81,6 @@ def test_the_original_preset_runs_as_the_original_ran():
     warped, _, _ = augment_batch(jax.random.PRNGKey(0), image, Augment(probability=1.0, rotations=(30.0,),
                                                                         interpolation=0))
     assert set(np.unique(np.asarray(warped))) <= set(np.unique(np.asarray(image))) | {0.0}
-    blended, _, _ = augment_batch(jax.random.PRNGKey(0), image, Augment(probability=1.0, rotations=(30.0,)))
+    blended, _, _ = augment_batch(jax.random.PRNGKey(0), image, Augment(probability=1.0, rotations=(30.0,),
+                                                                        interpolation=1))
     assert not set(np.unique(np.asarray(blended))) <= set(np.unique(np.asarray(image))) | {0.0}

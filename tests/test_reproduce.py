@@ -5,13 +5,14 @@ import os
 import pytest
 
 from rightwhale import reproduce
+from rightwhale.config import stage_config
 from rightwhale.reproduce import _run_step
 
 
-def finished_run(folder, data_dir, preset="cpu", epochs=60):
+def finished_run(folder, data_dir, preset="cpu", epochs=60, **settings):
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"data_dir": str(data_dir), "preset": preset,
-                                                    "train": {"max_epochs": epochs}}))
+    cfg = stage_config("classify", preset, max_epochs=epochs, **settings).to_dict()
+    (folder / "config.json").write_text(json.dumps({"data_dir": str(data_dir), **cfg}))
     (folder / "results.json").write_text(json.dumps({"log loss": 1.5}))
     (folder / "history.json").write_text(json.dumps([{"seconds": 30.0}, {"seconds": 90.0}]))
     return folder
@@ -34,6 +35,12 @@ def test_a_step_made_differently_is_refused(tmp_path, args, preset, survey):
     run = finished_run(tmp_path / "runs" / "classify", tmp_path / "survey")
     with pytest.raises(SystemExit, match="another preset, data or epoch count"):
         _run_step(args, run, [], preset, tmp_path / survey)
+
+
+def test_a_step_trained_with_other_settings_than_the_code_s_is_refused(tmp_path):
+    run = finished_run(tmp_path / "runs" / "classify", tmp_path / "survey", l2_gamma=False)   # before issue 13
+    with pytest.raises(SystemExit, match=r"other settings than this code's \(train.l2_gamma: False -> True\)"):
+        _run_step(["--stage", "classify"], run, [], "cpu", tmp_path / "survey")
 
 
 def test_a_step_trained_on_crops_cut_again_since_is_refused(tmp_path):

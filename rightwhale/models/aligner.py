@@ -1,6 +1,6 @@
 """Networks on the whole resized photo: the aligner (stage 2) and the stage 1 models designed on its
 trunk. Feature-map sizes in the comments are at 256 px input."""
-from .layers import CLASSIFIER_BN_MOMENTUM, LASAGNE_BN_MOMENTUM
+from .layers import BN_MOMENTUM
 from .oxfordnet import OxfordNet
 
 # model_definitions/localize_pts_dec31.py, up to its last conv
@@ -15,7 +15,7 @@ ALIGNER_TRUNK = dict(
 
 
 def localize_pts_dec31(num_outputs: int = 4, pool_window: int = 8, dropout: float = 0.5,
-                       bn_momentum: float = LASAGNE_BN_MOMENTUM) -> OxfordNet:
+                       bn_momentum: float = BN_MOMENTUM) -> OxfordNet:
     """The aligner: model_definitions/localize_pts_dec31.py.
 
     Regresses (bonnet x, y, blowhead x, y) / image size with an identity output. The original's
@@ -26,7 +26,7 @@ def localize_pts_dec31(num_outputs: int = 4, pool_window: int = 8, dropout: floa
 
 
 def box_localizer(num_outputs: int = 4, pool_window: int = 8, dropout: float = 0.5,
-                  bn_momentum: float = LASAGNE_BN_MOMENTUM) -> OxfordNet:
+                  bn_momentum: float = BN_MOMENTUM) -> OxfordNet:
     """Stage 1b: head-box regressor of (x, y, w, h) / image size.
 
     Not in the original's repository; our design in its style: the aligner, whose windowed pool
@@ -35,7 +35,7 @@ def box_localizer(num_outputs: int = 4, pool_window: int = 8, dropout: float = 0
 
 
 def naive_oxfordnet(num_outputs: int, dropout: float = 0.5,
-                    bn_momentum: float = CLASSIFIER_BN_MOMENTUM) -> OxfordNet:
+                    bn_momentum: float = BN_MOMENTUM) -> OxfordNet:
     """Stage 1a: OxfordNet classifier on the whole photo.
 
     Not in the original's repository; our design in its style: the aligner's trunk with the

@@ -7,11 +7,10 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-# Flax momentum = 1 - Lasagne alpha. Lasagne's own BatchNormLayer (alpha 0.1) fed the aligner and
-# the models built with conv2dbn2; DESIGN.md gives the custom utils/layers.py BatchNormLayer of the
-# other classifiers alpha 0.5 (its docstring says 0.5; the committed code's default reads 0.1).
-LASAGNE_BN_MOMENTUM = 0.9
-CLASSIFIER_BN_MOMENTUM = 0.5
+# Flax momentum = 1 - Lasagne alpha. Every model of the original normalised with alpha 0.1: Lasagne's
+# own BatchNormLayer (the aligner, conv2dbn2) and the repo's utils/layers.py one, whose docstring says
+# 0.5 but whose constructor default, the value that ran, is 0.1.
+BN_MOMENTUM = 0.9
 
 glorot_uniform = nn.initializers.glorot_uniform()
 very_leaky_relu = functools.partial(nn.leaky_relu, negative_slope=1.0 / 3.0)
@@ -39,7 +38,7 @@ class ConvBN(nn.Module):
     features: int
     kernel: int = 3
     stride: int = 1
-    momentum: float = CLASSIFIER_BN_MOMENTUM
+    momentum: float = BN_MOMENTUM
     activate: bool = True
 
     @nn.compact
@@ -77,7 +76,7 @@ class Net(nn.Module):
     stem_pool: tuple[int, int] | None = None    # (window, stride) of a max pool after l1c1
     pool_window: int | None = None              # None: global average; int: the aligner's average pool, flattened
     dropout: float = 0.5
-    bn_momentum: float = CLASSIFIER_BN_MOMENTUM
+    bn_momentum: float = BN_MOMENTUM
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -102,7 +101,7 @@ class ResidualBlock(nn.Module):
     features: int
     stride: int = 1
     convs: int = 2
-    momentum: float = CLASSIFIER_BN_MOMENTUM
+    momentum: float = BN_MOMENTUM
     bn_after_sum: bool = False
 
     @nn.compact

@@ -1,6 +1,6 @@
 """OxfordNet (VGG) style networks: stacks of 3x3 ConvBN, stride-2 convs instead of pooling. One class,
 one table per original model definition; feature-map sizes at the original's 256 px input."""
-from .layers import CLASSIFIER_BN_MOMENTUM, LASAGNE_BN_MOMENTUM, ConvBN, Net
+from .layers import BN_MOMENTUM, ConvBN, Net
 
 
 class OxfordNet(Net):
@@ -14,7 +14,7 @@ class OxfordNet(Net):
         return x
 
 
-def oxfordnet19_gap(num_outputs: int, dropout: float = 0.8, bn_momentum: float = CLASSIFIER_BN_MOMENTUM) -> OxfordNet:
+def oxfordnet19_gap(num_outputs: int, dropout: float = 0.8, bn_momentum: float = BN_MOMENTUM) -> OxfordNet:
     """19-layer OxfordNet with GAP, widths up to 128: model_definitions/cropped_dec19.py.
 
     One of the three OxfordNets of the final ensemble ("VGG max num filter 128")."""
@@ -27,7 +27,7 @@ def oxfordnet19_gap(num_outputs: int, dropout: float = 0.8, bn_momentum: float =
                              (128, 4, 2)))       # 8 -> gp 128
 
 
-def cropped_jan03(num_outputs: int, dropout: float = 0.8, bn_momentum: float = LASAGNE_BN_MOMENTUM) -> OxfordNet:
+def cropped_jan03(num_outputs: int, dropout: float = 0.8, bn_momentum: float = BN_MOMENTUM) -> OxfordNet:
     """19-layer OxfordNet with GAP, widths up to 192: model_definitions/cropped_jan03.py.
 
     Built with conv2dbn2, i.e. Lasagne's own batch norm (alpha 0.1, momentum 0.9)."""
@@ -40,7 +40,7 @@ def cropped_jan03(num_outputs: int, dropout: float = 0.8, bn_momentum: float = L
                              (192, 4, 2)))       # 8 -> gp 192
 
 
-def cropped_jan05_2(num_outputs: int, dropout: float = 0.8, bn_momentum: float = CLASSIFIER_BN_MOMENTUM) -> OxfordNet:
+def cropped_jan05_2(num_outputs: int, dropout: float = 0.8, bn_momentum: float = BN_MOMENTUM) -> OxfordNet:
     """19-layer OxfordNet with GAP, widths up to 192: model_definitions/cropped_jan05_2.py."""
     return OxfordNet(num_outputs, dropout=dropout, bn_momentum=bn_momentum,
                      stem=(32, 7, 2),            # 128

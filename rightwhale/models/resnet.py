@@ -1,7 +1,7 @@
 """Residual networks of the classifier stage: one class, one stage table per original model. The
 writeup names them by depth, counting the convs on the main path (stem + convs per block x blocks).
 Feature-map sizes in the comments are at the original's 256 px input."""
-from .layers import CLASSIFIER_BN_MOMENTUM, LASAGNE_BN_MOMENTUM, Net, ResidualBlock
+from .layers import BN_MOMENTUM, Net, ResidualBlock
 
 
 class ResNet(Net):
@@ -17,7 +17,7 @@ class ResNet(Net):
         return x
 
 
-def resnet19(num_outputs: int, dropout: float = 0.5, bn_momentum: float = CLASSIFIER_BN_MOMENTUM) -> ResNet:
+def resnet19(num_outputs: int, dropout: float = 0.5, bn_momentum: float = BN_MOMENTUM) -> ResNet:
     """The first ResNet tried: He et al.'s CIFAR-10 ResNet with n=3 (6n + 1 = 19 convs).
 
     Described in the writeup, not in the repository; built with its residual_block (projection
@@ -29,7 +29,7 @@ def resnet19(num_outputs: int, dropout: float = 0.5, bn_momentum: float = CLASSI
                           (3, 64, 2, 2)))         # 64 -> gp 64
 
 
-def cropped_dec21_3(num_outputs: int, dropout: float = 0.5, bn_momentum: float = CLASSIFIER_BN_MOMENTUM) -> ResNet:
+def cropped_dec21_3(num_outputs: int, dropout: float = 0.5, bn_momentum: float = BN_MOMENTUM) -> ResNet:
     """ResNet 3-3-3-3-3: model_definitions/cropped_dec21_3.py.
 
     1 + 15 x 2 = 31 convs: the writeup's "31-layer ResNet"."""
@@ -42,7 +42,7 @@ def cropped_dec21_3(num_outputs: int, dropout: float = 0.5, bn_momentum: float =
                           (3, 128, 2, 2)))        # 8 -> gp 128
 
 
-def cropped_jan02(num_outputs: int, dropout: float = 0.5, bn_momentum: float = LASAGNE_BN_MOMENTUM,
+def cropped_jan02(num_outputs: int, dropout: float = 0.5, bn_momentum: float = BN_MOMENTUM,
                   deep_block_convs: int = 3) -> ResNet:
     """ResNet 3-3-3-4-5: model_definitions/cropped_jan02.py, as committed.
 
@@ -58,7 +58,7 @@ def cropped_jan02(num_outputs: int, dropout: float = 0.5, bn_momentum: float = L
                           (5, 128, 2, d)))        # 8 -> gp 128
 
 
-def resnet37(num_outputs: int, dropout: float = 0.5, bn_momentum: float = LASAGNE_BN_MOMENTUM) -> ResNet:
+def resnet37(num_outputs: int, dropout: float = 0.5, bn_momentum: float = BN_MOMENTUM) -> ResNet:
     """The writeup's 37-layer ResNet: cropped_jan02's 3-3-3-4-5 layout with 2-conv blocks.
 
     No committed file has 37 convs; cropped_jan02 (the README's "ResNet 3-3-3-4-5") has 18 blocks,
@@ -66,7 +66,7 @@ def resnet37(num_outputs: int, dropout: float = 0.5, bn_momentum: float = LASAGN
     return cropped_jan02(num_outputs, dropout, bn_momentum, deep_block_convs=2)
 
 
-def resnet67(num_outputs: int, dropout: float = 0.8, bn_momentum: float = CLASSIFIER_BN_MOMENTUM) -> ResNet:
+def resnet67(num_outputs: int, dropout: float = 0.8, bn_momentum: float = BN_MOMENTUM) -> ResNet:
     """ResNet 3-4-23-3: model_definitions/cropped_jan05_4.py (1 + 33 x 2 = 67 convs).
 
     residual_block3_localbn: bare shortcut conv, BN after the sum."""

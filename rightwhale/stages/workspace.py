@@ -115,7 +115,8 @@ class Workspace:
         return results
 
 
-def _config_changes(stored: dict, current: dict, prefix="") -> list[str]:
+def config_changes(stored: dict, current: dict, prefix="") -> list[str]:
+    """The settings of `current` that differ from a run's `stored` ones, beyond what a resumed run may change."""
     allowed = RESUMABLE_CHANGES - ({"max_epochs"} if stored.get("final_learning_rate") is not None else set())
     changes = []
     for key in sorted(set(stored) | set(current)):
@@ -123,7 +124,7 @@ def _config_changes(stored: dict, current: dict, prefix="") -> list[str]:
             continue                   # a setting added since that run, at the value the code behaved as before
         a, b = stored.get(key, "(none: older run)"), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            changes += _config_changes(a, b, f"{prefix}{key}.")
+            changes += config_changes(a, b, f"{prefix}{key}.")
         elif a != b and key not in allowed:
             changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return changes
@@ -139,7 +140,7 @@ def prepare_run_dir(run_dir: Path, cfg: StageConfig, data_dir: Path, resume: boo
         raise DataError(f"{run_dir} already holds a {cfg.stage} run: add --continue-training to resume "
                         "it, or give another --run-dir (or delete the folder) to start afresh")
     if started and config_path.exists():
-        changes = _config_changes(json.loads(config_path.read_text()), current)
+        changes = config_changes(json.loads(config_path.read_text()), current)
         if changes:
             raise DataError(f"{run_dir}: --continue-training with a different configuration "
                             f"({'; '.join(changes)}); resume with the original flags or use another --run-dir")
