@@ -32,7 +32,8 @@ import numpy as np
 from rightwhale import atomic, metrics, runlock
 from rightwhale.data import DataError, source_of
 from rightwhale.report import table
-from rightwhale.stacking import LogLinearPool, Stacker, choose_params, cross_val_pool, nested_cv_proba
+from rightwhale.stacking import (LogLinearPool, Stacker, choose_params, cross_val_choice, cross_val_pool,
+                                 nested_cv_proba)
 from rightwhale.submission import read_submission, write_submission
 
 
@@ -151,11 +152,15 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     best = min(rows, key=lambda r: r["log loss"])
     average = {"model": "plain average of the models", **_scores(probs.mean(axis=0), y)}
     params, losses = choose_params(X, y, k, folds=folds, seed=seed)
-    held_out = {"model": f"stacker, out-of-fold (nested {folds}-fold CV)",
-                **_scores(nested_cv_proba(X, y, k, folds=folds, seed=seed), y)}
-    pooled = {"model": f"{POOL}, out-of-fold ({folds}-fold CV)",
-              **_scores(cross_val_pool(probs, y, k, folds=folds, seed=seed), y)}
-    rows += [average, held_out, pooled]
+    stacked, pooled_probs = nested_cv_proba(X, y, k, folds=folds, seed=seed), cross_val_pool(probs, y, k, folds=folds, seed=seed)
+    held_out = {"model": f"stacker, out-of-fold (nested {folds}-fold CV)", **_scores(stacked, y)}
+    pooled = {"model": f"{POOL}, out-of-fold ({folds}-fold CV)", **_scores(pooled_probs, y)}
+    # The lowest of these estimates flatters the one chosen below; this row holds the choice out too.
+    choice = cross_val_choice({"stacker": stacked, POOL: pooled_probs, "plain average": probs.mean(axis=0),
+                               **{d.name: p for d, p in zip(run_dirs, probs)}}, y, folds=folds, seed=seed + 1)
+    chosen = {"model": f"the lowest of these, chosen on {folds - 1} of {folds} folds, scored on the one left "
+                       "(what choosing flatters, held out)", **_scores(choice, y)}
+    rows += [average, held_out, pooled, chosen]
     # Four honest held-out estimates (the average and a single model fit nothing to the validation images);
     # new photos get the best. With one or two out-of-fold images per whale the stacker often loses, and the
     # average loses to a member much better than the rest; the pool's few weights can weigh them.

@@ -335,6 +335,17 @@ def _start_run(model, cfg: Train, run_dir: Path, train: dict, valid: dict, mesh,
     return saved | {"state": replicate(saved["state"], mesh)}
 
 
+def _evaluate_halves(state, task: Task, valid: dict, batch_size: int, mesh):
+    """Validation scores, and each half's (even and odd rows) apart: the best epoch is chosen by the same
+    images' loss, and choosing it on one half and reading the other measures what that choice flatters."""
+    n = len(valid["image"])
+    if n < 2:
+        return evaluate(state, task, valid, batch_size, mesh=mesh), []
+    halves = [evaluate(state, task, valid, batch_size, order=np.arange(h, n, 2), mesh=mesh) for h in (0, 1)]
+    sizes = ((n + 1) // 2, n // 2)
+    return {k: sum(size * half[k] for size, half in zip(sizes, halves)) / n for k in halves[0]}, halves
+
+
 def _run_epoch(state, epoch: int, cfg: Train, task: Task, train, valid, train_eval_order, mesh, bar):
     """Train one epoch, then evaluate: the new state and the epoch's history record."""
     started = time.perf_counter()
@@ -347,11 +358,12 @@ def _run_epoch(state, epoch: int, cfg: Train, task: Task, train, valid, train_ev
         bar.update()
     train_loss = float(np.mean([_host(loss) for loss in losses]))
     train_eval = evaluate(state, task, train, cfg.batch_size, order=train_eval_order, mesh=mesh)
-    valid_eval = evaluate(state, task, valid, cfg.batch_size, mesh=mesh)
+    valid_eval, halves = _evaluate_halves(state, task, valid, cfg.batch_size, mesh)
     valid_loss = valid_eval.pop("loss")
     return state, {"epoch": epoch, "train_loss": train_loss, "train_eval_loss": train_eval["loss"],
                    "valid_loss": valid_loss, "train_valid_ratio": train_loss / valid_loss if valid_loss else math.inf,
                    **{f"valid_{k}": v for k, v in valid_eval.items()},
+                   **{f"valid_loss_half{h}": half["loss"] for h, half in enumerate(halves)},
                    "learning_rate": float(epoch_learning_rate(cfg, epoch - 1)),
                    "seconds": time.perf_counter() - started}
 

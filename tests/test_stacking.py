@@ -3,7 +3,8 @@ import pytest
 from sklearn.model_selection import KFold
 
 from rightwhale.metrics import log_loss
-from rightwhale.stacking import LogLinearPool, Stacker, choose_params, cross_val_probas, nested_cv_proba
+from rightwhale.stacking import (LogLinearPool, Stacker, choose_params, cross_val_choice, cross_val_probas,
+                                 nested_cv_proba)
 
 
 def blobs(n_per_class=6, classes=4, dim=8, noise=1.0, seed=0):
@@ -85,3 +86,17 @@ def test_corrupt_stacker_and_pool_files_are_named(tmp_path):
         (tmp_path / name).write_bytes(data[:len(data) // 2])
         with pytest.raises(DataError, match=f"{name}: unreadable .*python ensemble.py"):
             load(tmp_path / name)
+
+
+def test_choosing_among_estimates_is_held_out():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 200)
+    good = np.full((200, 10), 0.05)
+    good[np.arange(200), labels] = 0.55                       # right everywhere
+    # twenty guessers: the luckiest of them on all 200 images looks better than guessing is
+    guessers = {f"guess{i}": rng.dirichlet(np.ones(10), 200) for i in range(20)}
+    guess_losses = [log_loss(p, labels) for p in guessers.values()]
+    chosen = cross_val_choice(guessers, labels, folds=5, seed=0)
+    assert log_loss(chosen, labels) > min(guess_losses) + 0.05    # the in-sample minimum flatters the choice
+    # one candidate better on every fold is chosen on every fold: its own probabilities come back
+    np.testing.assert_array_equal(cross_val_choice({"good": good, **guessers}, labels), good)

@@ -217,6 +217,19 @@ def test_fit_writes_table_history_and_plot(reference):
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, VALID["target"])
     assert history[-1]["valid_loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
     assert history[-1]["valid_accuracy"] == pytest.approx(np.mean(logits.argmax(1) == VALID["target"]))
+    # each half's loss is its own rows' mean (even rows, odd rows), so the epoch can be chosen on one, read on the other
+    assert history[-1]["valid_loss_half0"] == pytest.approx(float(np.mean(losses[0::2])), rel=1e-5)
+    assert history[-1]["valid_loss_half1"] == pytest.approx(float(np.mean(losses[1::2])), rel=1e-5)
+
+
+def test_epoch_choice_reads_the_loss_of_the_half_that_did_not_choose():
+    from rightwhale.history import epoch_choice
+    # half 0 likes epoch 2 (0.5), where half 1 reads 2.0; half 1 likes epoch 1 (1.0), where half 0 reads 3.0
+    history = [{"valid_loss": 2.0, "valid_loss_half0": 3.0, "valid_loss_half1": 1.0},
+               {"valid_loss": 1.25, "valid_loss_half0": 0.5, "valid_loss_half1": 2.0}]
+    assert epoch_choice(history) == {"validation loss at the best epoch": 1.25,
+                                     "validation loss, epoch chosen on the other half": (2.0 + 3.0) / 2}
+    assert epoch_choice([{"valid_loss": 1.0}]) == {}          # a run made before the halves were recorded
 
 
 def test_resume_equals_uninterrupted(reference, tmp_path):

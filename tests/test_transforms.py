@@ -183,8 +183,9 @@ def test_photometric_gamma_and_brightness_draw_from_their_sets():
 
 
 def test_augment_batch_moves_points_and_boxes_with_the_image():
+    # bilinear: a nearest-neighbour warp may drop a 1-pixel dot, and the centre of mass needs it whole
     aug = dataclasses.replace(ALIGN_AUGMENT, probability=1.0, flip_horizontal=0.5, flip_vertical=0.5,
-                              scales=(0.9, 1.0, 1.2), translations=tuple(range(-4, 5)))
+                              scales=(0.9, 1.0, 1.2), translations=tuple(range(-4, 5)), interpolation=1)
     pts = np.array([[20, 21], [25, 18], [19, 28], [30, 26]])
     boxes = np.array([[16, 16, 12, 10]] * 4, np.float32)
     step = jax.jit(lambda k, x, p, b: T.augment_batch(k, x, aug, points=p, boxes=b))

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import sys
 from pathlib import Path
 
-from rightwhale import runlock
+from rightwhale import history as history_io, runlock
 from rightwhale.config import PRESETS, STAGES, Match, stage_config
 from rightwhale.data import DataError, report_problems, resolve_data_dir
 
@@ -117,6 +118,9 @@ def run_stage(args) -> dict:
     with runlock.hold(run_dir):          # one writer per run folder: a second training fails at once
         ws = open_workspace(cfg, data_dir, run_dir, resume=args.continue_training, parent=parent, progress=progress)
         results = importlib.import_module(f"rightwhale.stages.{args.stage}").run(ws)
+        if (run_dir / "history.json").is_file():     # a network's run: what choosing its epoch flatters
+            results |= history_io.epoch_choice(json.loads((run_dir / "history.json").read_text()))
+            ws.write_json("results.json", results)
     print(f"\n{args.stage} results ({run_dir / 'report.md'}):")
     for key, value in results.items():
         print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
