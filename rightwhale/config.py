@@ -177,7 +177,6 @@ _ORIGINAL_LOCALIZER = Train(optimizer="adam", learning_rate=1e-4, max_epochs=100
 # felixlaumon/kaggle-right-whale, model_definitions/<name>.py: what each fixed. `--preset original --model
 # NAME` trains exactly that recipe. Every classifier definition: flips p 0.5 each way, affine p 1 with scale
 # in linspace(0.5, 1.5, 11), gamma p 0.5, patience 100; the shift, shear, rotation and gamma grids differ.
-# (cropped_jan05_3, 299 px, is not one: its network is not in the registry.)
 
 @dataclass(frozen=True)
 class Recipe:
@@ -187,10 +186,13 @@ class Recipe:
     dropout: float                     # before the output layer ('gpdrop')
 
 
-def _classifier_augment(shift: int, shear_rad: float = 0.0, rotation: int = 0, gamma=(0.5, 1.5)) -> Augment:
-    """A definition's iterator: shifts np.arange(-shift, shift), shears np.linspace(-shear, shear, 11) in
-    radians (degrees here, as our affine takes them), rotations np.arange(-rotation, rotation) degrees."""
-    return Augment(probability=1.0, scales=_grid(0.5, 1.5, 11), translations=_range(-shift, shift),
+def _classifier_augment(shift: int, shear_rad: float = 0.0, rotation: int = 0, gamma=(0.5, 1.5),
+                        input_size: int = 256) -> Augment:
+    """A definition's iterator: shifts np.arange(-shift, shift) pixels of its input (stored at 256 px, as
+    every Augment), shears np.linspace(-shear, shear, 11) in radians (degrees here, as our affine takes
+    them), rotations np.arange(-rotation, rotation) degrees."""
+    return Augment(probability=1.0, scales=_grid(0.5, 1.5, 11),
+                   translations=tuple(t * 256 / input_size for t in _range(-shift, shift)),
                    shears=tuple(float(np.degrees(v)) for v in np.linspace(-shear_rad, shear_rad, 11))
                    if shear_rad else (0.0,),
                    rotations=_range(-rotation, rotation) if rotation else (0.0,),
@@ -226,6 +228,11 @@ def cropped_jan05_2() -> Recipe:
                                                       _classifier_augment(64, 0.1, 30, gamma=(0.8, 1.2))), 0.8)
 
 
+def cropped_jan05_3() -> Recipe:
+    return Recipe("cropped_jan05_3", 299, _classifier(16, "nesterov", 0.1, 1e-3, 1e-6, 2500,
+                                                      _classifier_augment(64, 0.1, 30, gamma=(0.8, 1.2), input_size=299)), 0.8)
+
+
 def cropped_jan05_4() -> Recipe:
     return Recipe("resnet67", 256, _classifier(16, "adam", 1e-3, None, 1e-6, 2000,
                                                _classifier_augment(32, 0.25, 45, gamma=(0.8, 1.2))), 0.8)
@@ -233,7 +240,7 @@ def cropped_jan05_4() -> Recipe:
 
 # (localize_pts_dec31, the aligner's definition, is the align stage's original preset: _ORIGINAL_LOCALIZER)
 ORIGINAL_DEFINITIONS = {f.__name__: f for f in (cropped_dec19, cropped_dec21_3, cropped_jan02, cropped_jan03,
-                                                 cropped_jan05_2, cropped_jan05_4)}
+                                                 cropped_jan05_2, cropped_jan05_3, cropped_jan05_4)}
 # our readable names of the same networks: --model resnet31 --preset original is cropped_dec21_3's recipe
 # (resnet37 is cropped_jan02's layout with the writeup's 2-conv blocks: it trains with cropped_jan02's recipe)
 DEFINITION_OF = {"oxfordnet19_gap": "cropped_dec19", "resnet31": "cropped_dec21_3", "resnet67": "cropped_jan05_4",
@@ -247,15 +254,18 @@ def original_recipe(model: str) -> Recipe | None:
     return ORIGINAL_DEFINITIONS[name]() if name else None
 
 
-# What the CPU preset shrinks of a definition: the input (the survey's crops at 64 px) and the run's length.
-# Batch, optimizer, learning rates (the StepDecay spans the shorter run), l2, grids and dropout stay its own.
-CPU_CLASSIFIER_SIZE, CPU_CLASSIFIER_EPOCHS, CPU_CLASSIFIER_PATIENCE = 64, 60, 20
+# What the CPU preset shrinks of a definition: the input (a quarter: 64 px for 256, 75 for cropped_jan05_3's
+# 299) and the run's length. Batch, optimizer, learning rates (the StepDecay spans the shorter run), l2, the
+# grids (shifts scaled with the input) and dropout stay the definition's own.
+CPU_INPUT_SHRINK, CPU_CLASSIFIER_EPOCHS, CPU_CLASSIFIER_PATIENCE = 4, 60, 20
+CPU_CLASSIFIER_SIZE = 256 // CPU_INPUT_SHRINK
 
 
 def cpu_recipe(recipe: Recipe) -> Recipe:
     """A definition's recipe at the CPU preset's size and length."""
-    return dataclasses.replace(recipe, image_size=CPU_CLASSIFIER_SIZE, train=dataclasses.replace(
-        recipe.train, max_epochs=CPU_CLASSIFIER_EPOCHS, patience=CPU_CLASSIFIER_PATIENCE))
+    return dataclasses.replace(recipe, image_size=round(recipe.image_size / CPU_INPUT_SHRINK),
+                               train=dataclasses.replace(recipe.train, max_epochs=CPU_CLASSIFIER_EPOCHS,
+                                                         patience=CPU_CLASSIFIER_PATIENCE))
 
 
 # The localizers' average pool leaves a 2x2 map at any input size, as the

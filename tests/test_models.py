@@ -19,6 +19,7 @@ PRE_LOGITS_WIDTH = {
     "resnet19": 64, "cropped_dec21_3": 128, "resnet31": 128, "cropped_jan02": 128, "resnet37": 128,
     "resnet67": 128, "oxfordnet19_gap": 128, "cropped_jan03": 192, "cropped_jan05_2": 192,
     "cropped_dec19": 128, "cropped_jan05_4": 128,     # the original definitions' names of oxfordnet19_gap, resnet67
+    "cropped_jan05_3": 2048,
 }
 
 
@@ -56,6 +57,9 @@ PINNED = {
     "resnet37": 2_852_703,          # cropped_jan02's layout, 2 convs per block
     # residual_block3_localbn, blocks 3-4-23-3 of widths 48, 64, 80, 128
     "resnet67": 3_968_863,
+    # inception: a conv kh x kw from c to w has kh*kw*c*w + 2w. Stem 172,672; blocks A 255,904, A 277,472,
+    # B 1,153,280, C 1,297,408, C 2,141,952, D 1,698,304, E 5,044,608, E 6,076,800; out 2049*447
+    "cropped_jan05_3": 19_034_303,
 }
 
 
@@ -84,6 +88,17 @@ def test_feature_map_sizes_follow_the_original():
     assert rows["3c0"] == (32, 32, 64) and rows["5c2"] == (8, 8, 128)
     names = [name for name, _, _ in layer_rows("localize_pts_dec31", (256, 256, 3), 4)]
     assert names[:3] == ["in", "l1c1", "l1p"] and names[-3:] == ["gp", "gpdrop", "out"]
+
+
+def test_inception_feature_maps_follow_the_original():
+    rows = dict((name, shape) for name, shape, _ in layer_rows("cropped_jan05_3", (299, 299, 3), K))
+    # Lasagne's unpadded convs and 3x3/2 pools: 299 -> 149 -> 147 -> 73 -> 71 -> 35 -> 17 -> 8
+    assert rows["1c1"] == (149, 149, 32) and rows["1c2"] == (147, 147, 32) and rows["2c2"] == (71, 71, 192)
+    assert rows["3_1_1x1"][:2] == (35, 35) and rows["5_1_3x3"] == (17, 17, 384)
+    assert rows["8_1_3x3"] == (8, 8, 320) and rows["11_4_1x1"] == (8, 8, 192)
+    with pytest.raises(ValueError, match="at least 75x75"):
+        count_params("cropped_jan05_3", (74, 74, 3), K)
+    assert count_params("cropped_jan05_3", (75, 75, 3), K) == PINNED["cropped_jan05_3"]   # the CPU preset's size
 
 
 def test_table_cli_prints_the_total(capsys):

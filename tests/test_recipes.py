@@ -17,6 +17,7 @@ TABLE = {
     "cropped_jan02": (256, 16, "nesterov", 0.1, 1e-5, 1e-6, 2000, 32, 0.25, 45, 0.5, (0.8, 1.2)),
     "cropped_jan03": (256, 8, "nesterov", 1e-2, 1e-5, 1e-6, 2500, 64, 0.1, 30, 0.8, (0.8, 1.2)),
     "cropped_jan05_2": (256, 32, "nesterov", 1e-2, 1e-5, 1e-6, 2500, 64, 0.1, 30, 0.8, (0.8, 1.2)),
+    "cropped_jan05_3": (299, 16, "nesterov", 0.1, 1e-3, 1e-6, 2500, 64, 0.1, 30, 0.8, (0.8, 1.2)),
     "cropped_jan05_4": (256, 16, "adam", 1e-3, None, 1e-6, 2000, 32, 0.25, 45, 0.8, (0.8, 1.2)),
 }
 
@@ -29,7 +30,7 @@ def test_original_preset_trains_each_definition_s_own_recipe(name):
     assert (cfg.image_size, t.batch_size, t.optimizer, t.learning_rate, t.final_learning_rate, t.l2,
             t.max_epochs, t.patience) == (size, batch, optimizer, lr, final_lr, l2, epochs, 100)
     assert cfg.model_kwargs["dropout"] == dropout
-    assert a.translations == tuple(float(v) for v in np.arange(-shift, shift))          # at 256 px
+    assert np.allclose(a.translations, np.arange(-shift, shift))          # pixels of the definition's input
     assert np.allclose(a.shears, np.degrees(np.linspace(-shear, shear, 11)) if shear else [0.0])
     assert a.rotations == (tuple(float(v) for v in np.arange(-rotation, rotation)) if rotation else (0.0,))
     assert np.allclose(a.scales, np.linspace(0.5, 1.5, 11)) and np.allclose(a.gammas, np.linspace(*gamma, 11))

@@ -11,13 +11,15 @@ import inspect
 import flax.linen as nn
 
 from .aligner import box_localizer, localize_pts_dec31, naive_oxfordnet
+from .inception import cropped_jan05_3
 from .oxfordnet import cropped_jan03, cropped_jan05_2, oxfordnet19_gap
 from .resnet import cropped_dec21_3, cropped_jan02, resnet19, resnet37, resnet67
 from .summary import count_params, layer_rows, layer_table
 
 # stage 1a: naive_oxfordnet; 1b: box_localizer; 2: localize_pts_dec31; 3: the classifiers
 MODELS = {f.__name__: f for f in (naive_oxfordnet, box_localizer, localize_pts_dec31, resnet19, cropped_dec21_3,
-                                  cropped_jan02, resnet37, resnet67, oxfordnet19_gap, cropped_jan03, cropped_jan05_2)}
+                                  cropped_jan02, resnet37, resnet67, oxfordnet19_gap, cropped_jan03, cropped_jan05_2,
+                                  cropped_jan05_3)}
 MODELS["resnet31"] = cropped_dec21_3    # the writeup's 31-layer ResNet
 MODELS["cropped_dec19"] = oxfordnet19_gap    # the original's definition names, for --preset original --model
 MODELS["cropped_jan05_4"] = resnet67

@@ -3,6 +3,8 @@ python -m rightwhale.models --list: the registered names, each with its docstrin
 import argparse
 import sys
 
+from rightwhale.config import original_recipe
+
 from . import MODELS, REGRESSION_OUTPUTS, get_model, layer_table, model_names
 
 
@@ -15,7 +17,8 @@ def main(argv=None) -> int:
     parser.add_argument("name", nargs="?", choices=model_names(), metavar="NAME",
                         help="model name, one of: " + ", ".join(model_names()))
     parser.add_argument("--list", action="store_true", help="list the model names and what each is")
-    parser.add_argument("--size", type=int, default=256, help="square input size in pixels (default 256)")
+    parser.add_argument("--size", type=int, help="square input size in pixels (default: the input of the "
+                                                 "original definition that trained it, else 256)")
     parser.add_argument("--channels", type=int, default=3, help="input channels (default 3)")
     parser.add_argument("--classes", type=int, default=447, help="number of classes for classifiers "
                         "(default 447); the localizers always have 4 outputs")
@@ -27,6 +30,9 @@ def main(argv=None) -> int:
     if args.name is None:
         parser.error("a model NAME is required (or --list)")
     num_outputs = REGRESSION_OUTPUTS.get(args.name, args.classes)
+    if args.size is None:
+        recipe = original_recipe(args.name)
+        args.size = recipe.image_size if recipe else 256
     try:
         table = layer_table(get_model(args.name, num_outputs), (args.size, args.size, args.channels))
     except ValueError as err:
