@@ -4,11 +4,11 @@ and `fit`: epochs, nolearn's table, best weights, early stopping, and resuming f
 the same bits as an uninterrupted run. A stage supplies a `Task`.
 
 Images travel as uint8 NHWC (4x less to read and transfer than float32) and become x / 255 - 0.5 in
-the step: unlike the original's per-pixel mean image, a constant centre needs no stored statistics
-(batch norm after the first convolution absorbs the rest).
+the step: a constant centre, no stored statistics (batch norm after the first convolution absorbs the
+rest). The original stored a mean image but never subtracted it (docs/final-ensemble.md).
 
-As Lasagne/nolearn: loss = mean task loss + l2 * sum of squared kernels (and batch-norm gammas with
-Train.l2_gamma, the original preset) (tables report task losses);
+As Lasagne/nolearn: loss = mean task loss + l2 * sum of squared kernels and batch-norm gammas
+(Train.l2_gamma, as the original's regularizable tags) (tables report task losses);
 Lasagne's Nesterov momentum; StepDecay once per epoch; early stopping after `patience` epochs without
 a lower validation loss (nolearn_utils also skipped epochs whose training loss exceeded the validation
 loss: with heavy augmentation, that can disable stopping for a whole run).
