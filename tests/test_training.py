@@ -372,3 +372,12 @@ def test_two_devices_match_one(reference, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     losses = json.loads(result.stdout.split("VALID_LOSSES")[1])
     np.testing.assert_allclose(losses, [r["valid_loss"] for r in reference[1]], rtol=1e-4)
+
+
+def test_the_cpu_xla_flag_is_set_only_for_the_jaxlib_it_was_measured_with():
+    from rightwhale import CPU_XLA_FLAG, cpu_xla_flags
+    assert cpu_xla_flags("--a=1", "0.10.2") == f"--a=1 {CPU_XLA_FLAG}"
+    assert cpu_xla_flags("", "0.11.0") == ""                 # unknown to us: XLA would abort on an unknown flag
+    assert cpu_xla_flags("", "0.10.2", keep=True) == ""      # RIGHTWHALE_KEEP_XLA_FLAGS
+    mine = "--xla_cpu_experimental_ynn_fusion_type=individual_convolution"
+    assert cpu_xla_flags(mine, "0.10.2") == mine             # the user's own choice stands
