@@ -13,9 +13,10 @@ probability zero. The stacker therefore mixes its softmax with the class
 prior of what it was fitted on: p = (1 - floor) * softmax + floor * prior,
 with C and floor tuned together.
 
-`Stacker` follows scikit-learn's estimator API (fit / predict_proba) and is
-saved as plain arrays (npz, no pickle): scaler mean and scale, coefficients,
-intercepts, prior and the hyper-parameters.
+`Stacker` is a scikit-learn estimator, so GridSearchCV chooses (C, floor) and
+cross_validate nests that choice; it is saved as plain arrays (npz, no
+pickle): scaler mean and scale, coefficients, intercepts, prior and the
+hyper-parameters.
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GridSearchCV, KFold, cross_validate
+from sklearn.utils.validation import check_is_fitted
 
 from rightwhale import atomic
 from rightwhale.errors import DataError
@@ -37,27 +40,33 @@ FLOOR_GRID = (0.05, 0.2, 0.5)
 GRID = tuple((C, floor) for C in C_GRID for floor in FLOOR_GRID)
 
 
-@dataclass
-class Stacker:
-    """Standardise, multinomial logistic regression over `num_classes` columns, prior floor."""
-    num_classes: int
-    C: float = 0.1
-    floor: float = 0.2
-    max_iter: int = 2000
-    mean_: np.ndarray | None = None
-    scale_: np.ndarray | None = None
-    coef_: np.ndarray | None = None        # (num_classes, features); unseen classes get zeros
-    intercept_: np.ndarray | None = None   # unseen classes get -inf: only the floor reaches them
-    prior_: np.ndarray | None = None       # add-one smoothed frequencies of the fitted labels
+class Stacker(ClassifierMixin, BaseEstimator):
+    """Standardise, multinomial logistic regression over `num_classes` columns, prior floor.
 
-    def fit(self, features: np.ndarray, labels: np.ndarray) -> "Stacker":
-        features = np.asarray(features, np.float64)
+    A scikit-learn estimator (clone, GridSearchCV): the constructor keeps the hyper-parameters only, and
+    fit sets every learnt attribute (ending in `_`) afresh. Columns are the class indices 0..num_classes-1
+    whatever the labels seen, so folds missing whales still give every whale a column.
+    """
+
+    def __init__(self, num_classes, C=0.1, floor=0.2, max_iter=2000):
+        self.num_classes = num_classes
+        self.C = C
+        self.floor = floor
+        self.max_iter = max_iter
+
+    def fit(self, features, labels) -> "Stacker":
+        features, labels = np.asarray(features, np.float64), np.asarray(labels)
+        if labels.ndim != 1 or len(labels) != len(features) or not len(labels):
+            raise ValueError(f"Stacker.fit: {len(labels)} labels for {len(features)} feature rows")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"Stacker.fit: labels must be class indices in [0, {self.num_classes})")
+        self.classes_ = np.arange(self.num_classes)
         self.mean_ = features.mean(axis=0)
         self.scale_ = features.std(axis=0) + 1e-8
         seen = np.unique(labels)
-        self.prior_ = class_prior(labels, self.num_classes)
-        self.coef_ = np.zeros((self.num_classes, features.shape[1]))
-        self.intercept_ = np.full(self.num_classes, -np.inf)
+        self.prior_ = class_prior(labels, self.num_classes)       # add-one smoothed frequencies of the labels
+        self.coef_ = np.zeros((self.num_classes, features.shape[1]))   # unseen classes get zeros
+        self.intercept_ = np.full(self.num_classes, -np.inf)      # and -inf: only the floor reaches them
         if len(seen) == 1:            # one class: it gets everything
             self.intercept_[seen[0]] = 0.0
             return self
@@ -72,12 +81,17 @@ class Stacker:
         self.intercept_[lr.classes_] = intercept
         return self
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+    def predict_proba(self, features) -> np.ndarray:
+        check_is_fitted(self)
         z = ((np.asarray(features, np.float64) - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return (1 - self.floor) * z / z.sum(axis=1, keepdims=True) + self.floor * self.prior_
 
+    def predict(self, features) -> np.ndarray:
+        return self.classes_[self.predict_proba(features).argmax(axis=1)]
+
     def save(self, path) -> None:
+        check_is_fitted(self)
         atomic.write_npz(path, num_classes=self.num_classes, C=self.C, floor=self.floor, mean=self.mean_,
                          scale=self.scale_, coef=self.coef_, intercept=self.intercept_, prior=self.prior_)
 
@@ -86,8 +100,11 @@ class Stacker:
         z = atomic.read_npz(path, ["num_classes", "C", "floor", "mean", "scale", "coef", "intercept", "prior"],
                             "python ensemble.py")
         _check_finite(path, z)
-        return cls(int(z["num_classes"]), float(z["C"]), float(z["floor"]), mean_=z["mean"],
-                   scale_=z["scale"], coef_=z["coef"], intercept_=z["intercept"], prior_=z["prior"])
+        stacker = cls(int(z["num_classes"]), float(z["C"]), float(z["floor"]))
+        stacker.classes_ = np.arange(stacker.num_classes)
+        stacker.mean_, stacker.scale_, stacker.coef_ = z["mean"], z["scale"], z["coef"]
+        stacker.intercept_, stacker.prior_ = z["intercept"], z["prior"]
+        return stacker
 
 
 def _check_finite(path, arrays: dict) -> None:
@@ -98,33 +115,52 @@ def _check_finite(path, arrays: dict) -> None:
         raise DataError(f"{path}: non-finite {', '.join(bad)}; make it again with `python ensemble.py`")
 
 
-def cross_val_probas(features, labels, num_classes, grid=GRID, folds=5, seed=0) -> dict:
-    """Out-of-fold probabilities of each (C, floor) of `grid`: each row predicted by a stacker that never saw
-    it. One fit per C and fold: the floor only mixes the fitted softmax with the prior."""
-    out = {params: np.zeros((len(labels), num_classes)) for params in grid}
-    for fit_idx, held_idx in KFold(min(folds, len(labels)), shuffle=True, random_state=seed).split(features):
-        for C in dict.fromkeys(c for c, _ in grid):
-            stacker = Stacker(num_classes, C).fit(features[fit_idx], labels[fit_idx])
-            for params in [p for p in grid if p[0] == C]:
-                stacker.floor = params[1]
-                out[params][held_idx] = stacker.predict_proba(features[held_idx])
-    return out
+class _KFold(KFold):
+    """KFold with no more folds than images, so the small fit sets inside the nested search still split."""
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        return self.n_splits if X is None else min(self.n_splits, len(X))
+
+    def split(self, X, y=None, groups=None):
+        return KFold(self.get_n_splits(X), shuffle=self.shuffle, random_state=self.random_state).split(X, y, groups)
+
+
+def _summed_log_loss(estimator, features, labels) -> float:
+    """Scorer: minus the log loss summed over the fold's images, over all num_classes columns. Fold sums add
+    up to the loss of the pooled out-of-fold probabilities; a mean of fold means would weigh folds of
+    unequal size unequally."""
+    return -log_loss(estimator.predict_proba(features), labels) * len(labels)
+
+
+def _search(num_classes, grid, folds, seed, refit) -> GridSearchCV:
+    """(C, floor) of `grid` (pairs, in order) tried by cross-validated log loss."""
+    return GridSearchCV(Stacker(num_classes), [{"C": [C], "floor": [floor]} for C, floor in grid],
+                        scoring=_summed_log_loss, cv=_KFold(folds, shuffle=True, random_state=seed),
+                        refit=refit, error_score="raise")
 
 
 def choose_params(features, labels, num_classes, grid=GRID, folds=5, seed=0) -> tuple[tuple, dict]:
     """The (C, floor) of lowest cross-validated log loss, and the loss of every pair tried."""
-    probas = cross_val_probas(features, labels, num_classes, grid, folds, seed)
-    losses = {params: log_loss(p, labels) for params, p in probas.items()}
-    return min(losses, key=losses.get), losses
+    search = _search(num_classes, grid, folds, seed, refit=False).fit(features, labels)
+    res = search.cv_results_
+    losses = {(p["C"], p["floor"]): -mean * search.n_splits_ / len(labels)
+              for p, mean in zip(res["params"], res["mean_test_score"])}
+    best = res["params"][int(np.argmin(res["rank_test_score"]))]    # GridSearchCV's own best_index_ rule
+    return (best["C"], best["floor"]), losses
 
 
 def nested_cv_proba(features, labels, num_classes, grid=GRID, folds=5, seed=0) -> np.ndarray:
-    """Held-out probabilities with (C, floor) chosen inside each outer fold: an honest estimate."""
+    """Held-out probabilities with (C, floor) chosen inside each outer fold: an honest estimate.
+
+    cross_validate rather than cross_val_predict: the latter re-encodes the labels to those present, and
+    out-of-fold data lacks whales, so its columns would no longer be the class indices."""
+    features, labels = np.asarray(features), np.asarray(labels)
+    res = cross_validate(_search(num_classes, grid, folds, seed, refit=True), features, labels,
+                         cv=_KFold(folds, shuffle=True, random_state=seed), scoring=_summed_log_loss,
+                         return_estimator=True, return_indices=True, error_score="raise")
     out = np.zeros((len(labels), num_classes))
-    for fit_idx, held_idx in KFold(min(folds, len(labels)), shuffle=True, random_state=seed).split(features):
-        params, _ = choose_params(features[fit_idx], labels[fit_idx], num_classes, grid, folds, seed)
-        stacker = Stacker(num_classes, *params).fit(features[fit_idx], labels[fit_idx])
-        out[held_idx] = stacker.predict_proba(features[held_idx])
+    for search, held in zip(res["estimator"], res["indices"]["test"]):
+        out[held] = search.predict_proba(features[held])
     return out
 
 

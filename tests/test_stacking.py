@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.model_selection import KFold
 
 from rightwhale.metrics import log_loss
-from rightwhale.stacking import (LogLinearPool, Stacker, choose_params, cross_val_choice, cross_val_probas,
-                                 nested_cv_proba)
+from rightwhale.stacking import LogLinearPool, Stacker, choose_params, cross_val_choice, nested_cv_proba
 
 
 def blobs(n_per_class=6, classes=4, dim=8, noise=1.0, seed=0):
@@ -47,16 +47,68 @@ def test_in_fold_fit_looks_perfect_held_out_does_not():
     assert all(np.isfinite(v) for v in losses.values())
 
 
-def test_one_fit_per_C_gives_what_a_fit_per_grid_point_gives():
-    X, y = blobs(classes=5, noise=2.0)
+def test_choose_params_losses_are_those_of_the_pooled_out_of_fold_probabilities():
+    """The definition GridSearchCV must reproduce, on folds of unequal size (20 rows, 3 folds)."""
+    X, y = blobs(n_per_class=4, classes=5, noise=2.0)
     grid = ((0.01, 0.05), (0.01, 0.5), (1.0, 0.2))
-    probas = cross_val_probas(X, y, 5, grid, folds=3)
-    for C, floor in grid:
-        expected = np.zeros((len(y), 5))
+    (C, floor), losses = choose_params(X, y, 5, grid, folds=3)
+    expected = {}
+    for params in grid:
+        held = np.zeros((len(y), 5))
         for fit_idx, held_idx in KFold(3, shuffle=True, random_state=0).split(X):
-            expected[held_idx] = Stacker(5, C, floor).fit(X[fit_idx], y[fit_idx]).predict_proba(X[held_idx])
-        np.testing.assert_allclose(probas[(C, floor)], expected)
-    assert not np.allclose(probas[(0.01, 0.05)], probas[(0.01, 0.5)])
+            held[held_idx] = Stacker(5, *params).fit(X[fit_idx], y[fit_idx]).predict_proba(X[held_idx])
+        expected[params] = log_loss(held, y)
+    assert list(losses) == list(grid)
+    np.testing.assert_allclose([losses[p] for p in grid], [expected[p] for p in grid], rtol=1e-12)
+    assert (C, floor) == min(expected, key=expected.get)
+
+
+@pytest.mark.parametrize("n_per_class, classes, folds", [(3, 6, 3), (2, 3, 5)])
+def test_nested_cv_proba_is_choose_params_inside_each_fold(n_per_class, classes, folds):
+    """Against the definition; 8 columns for 6 (or 3) whales, so folds lack classes, and 6 rows for 5 folds
+    leaves inner fit sets of 4 or 5 rows: fewer folds inside, as KFold(min(folds, n)) has it."""
+    X, y = blobs(n_per_class=n_per_class, classes=classes, noise=2.0, seed=3)
+    grid = ((0.01, 0.05), (1.0, 0.5))                               # two points: every fit costs
+    expected = np.zeros((len(y), 8))
+    for fit_idx, held_idx in KFold(min(folds, len(y)), shuffle=True, random_state=0).split(X):
+        params, _ = choose_params(X[fit_idx], y[fit_idx], 8, grid, folds=folds)
+        expected[held_idx] = Stacker(8, *params).fit(X[fit_idx], y[fit_idx]).predict_proba(X[held_idx])
+    np.testing.assert_allclose(nested_cv_proba(X, y, 8, grid, folds=folds), expected, rtol=1e-10)
+
+
+def test_clone_gives_an_unfitted_copy_with_the_same_params():
+    X, y = blobs()
+    stacker = Stacker(5, C=0.3, floor=0.05, max_iter=500).fit(X, y)
+    copy = clone(stacker)
+    assert copy.get_params() == stacker.get_params() == {"num_classes": 5, "C": 0.3, "floor": 0.05,
+                                                         "max_iter": 500}
+    assert not [a for a in vars(copy) if a.endswith("_")]
+    assert stacker.set_params(floor=0.5) is stacker and stacker.floor == 0.5
+
+
+def test_fit_again_forgets_the_earlier_fit():
+    X, y = blobs(classes=4)
+    X2, y2 = blobs(classes=3, seed=5)
+    fresh = {1: Stacker(6, C=0.3).fit(X2[:4], np.ones(4, int)), 3: Stacker(6, C=0.3).fit(X2, y2)}
+    for first in ((X, y), (X2[:4], np.ones(4, int))):            # many classes first, then one class first
+        for n_classes, (Xb, yb) in ((1, (X2[:4], np.ones(4, int))), (3, (X2, y2))):
+            again = Stacker(6, C=0.3).fit(*first).fit(Xb, yb)
+            for attr in ("classes_", "mean_", "scale_", "coef_", "intercept_", "prior_"):
+                np.testing.assert_array_equal(getattr(again, attr), getattr(fresh[n_classes], attr))
+            np.testing.assert_array_equal(again.predict_proba(X), fresh[n_classes].predict_proba(X))
+
+
+def test_every_class_has_a_column_when_the_fit_lacks_classes():
+    X, y = blobs(classes=4)
+    keep = y != 2                                               # class 2 and 4..6 never seen
+    stacker = Stacker(7, C=0.3).fit(X[keep], y[keep])
+    probs = stacker.predict_proba(X)
+    assert probs.shape == (len(y), 7) and np.allclose(probs.sum(axis=1), 1)
+    np.testing.assert_array_equal(stacker.classes_, np.arange(7))
+    assert set(stacker.predict(X)) <= {0, 1, 3} and (stacker.predict(X[keep]) == y[keep]).mean() > 0.9
+    assert stacker.score(X[keep], y[keep]) > 0.9                 # ClassifierMixin's accuracy
+    with pytest.raises(ValueError, match="class indices"):
+        Stacker(3).fit(X, y)
 
 
 def test_log_linear_pool_trusts_the_member_that_knows():
