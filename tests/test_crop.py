@@ -176,3 +176,43 @@ def test_predicted_points_off_the_photo_give_the_whole_photo_and_no_points(tiny_
     names = [e["filename"] for e in json.loads((tmp_path / "crops" / "points1.json").read_text())]
     assert names == ["w_6.jpg"]
     assert not [p for p in data.load_survey(tmp_path / "crops").problems if "outside" in p.message]
+
+
+def gaussian_marks(hw, centres, sigma=2.0):
+    """A float photo (H, W, len(centres)): one Gaussian blob per channel at each (x, y), peak 1."""
+    ys, xs = np.mgrid[: hw[0], : hw[1]]
+    return np.stack([np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)) for x, y in centres],
+                    axis=-1).astype(np.float32)
+
+
+@pytest.mark.parametrize("angle", [30.0, -150.0])
+def test_off_axis_marks_land_where_the_head_window_puts_them(angle):
+    """DESIGN section 3's window on a head at an angle: centre 0.4 bonnet + 0.6 blowhead, turned (not mirrored) so
+    the bonnet points right, 2d wide along the head and d high across it, d = |bonnet - blowhead|. Marks at
+    known offsets (a along the head, b across it, in units of d) land at (out_w - 1) / 2 + a out_w / 2 and
+    (out_h - 1) / 2 + b out_h; marks beyond the window are not in the crop."""
+    d, out_w, out_h = 40.0, 64, 32
+    theta = np.deg2rad(angle)
+    along = np.array([np.cos(theta), np.sin(theta)])                 # blowhead -> bonnet
+    across = np.array([-np.sin(theta), np.cos(theta)])               # along turned +90 deg (y down): crop's +y
+    blowhead = np.array([78.3, 81.6])
+    bonnet = blowhead + d * along
+    centre = 0.4 * bonnet + 0.6 * blowhead
+    inside = {"bonnet": (0.6, 0.0), "blowhead": (-0.4, 0.0), "across": (0.0, 0.35), "corner": (0.75, -0.3),
+              "back": (-0.8, 0.2)}
+    outside = {"beyond the height": (0.0, 0.68), "beyond the width": (-1.15, 0.0)}
+    offsets = {**inside, **outside}
+    marks = [centre + d * (a * along + b * across) for a, b in offsets.values()]
+    np.testing.assert_allclose(marks[:2], [bonnet, blowhead], atol=1e-9)
+    photo = gaussian_marks((170, 180), marks)
+    made = crop.head_crop(photo, bonnet, blowhead, out_w, out_h)
+    assert not isinstance(made, str), made
+    head, mat, whole = made
+    assert head.shape == (out_h, out_w, len(offsets)) and not whole
+    expected = np.array([[(out_w - 1) / 2 + a * out_w / 2, (out_h - 1) / 2 + b * out_h] for a, b in inside.values()])
+    found = np.array([centre_of_mass(head[None], c)[0] for c in range(len(inside))])
+    np.testing.assert_allclose(found, expected, atol=0.1)
+    np.testing.assert_allclose(transform_points(mat, np.array(marks[:len(inside)])), expected, atol=1e-3)
+    # the window is d high and 2d wide: marks a bit beyond it leave (next to) nothing in the crop
+    mass = np.asarray(head, np.float64).sum(axis=(0, 1))
+    assert (mass[len(inside):] < 0.01 * mass[:len(inside)].min()).all(), mass

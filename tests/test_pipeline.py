@@ -2,6 +2,7 @@
 import json
 import math
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from rightwhale.config import Split
 from rightwhale.data import load_survey
 from rightwhale.ensemble import main as ensemble_main
 from rightwhale.evaluate import evaluate
-from rightwhale.split import ensure_split, load_split
+from rightwhale.split import ensure_split, load_split, make_split
 from rightwhale.stacking import LogLinearPool, Stacker
 from rightwhale.stages import main
 from rightwhale.submission import check_submission, read_submission
@@ -61,10 +62,47 @@ def pipeline(make_survey, tmp_path_factory):
     return Pipeline(make_survey(), tmp_path_factory.mktemp("runs"))
 
 
-def check_run(folder, extra):
+def check_run(folder, extra, survey_dir, epochs=1):
+    """The run folder's files, and what they hold: finite results within their bounds, one history record per
+    epoch, and features.npz (where the run writes one) row for row with the stored split."""
     missing = [f for f in RUN_FILES + extra if not (folder / f).exists()]
     assert not missing, f"{folder} lacks {missing}"
-    return json.loads((folder / "results.json").read_text())
+    results = json.loads((folder / "results.json").read_text())
+    survey = load_survey(survey_dir)
+    split = load_split(survey)
+    for key, value in results.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        assert math.isfinite(value) and value >= 0, (key, value)
+        if any(word in key for word in ("accuracy", "IoU", "share")):
+            assert value <= 1, (key, value)
+        if isinstance(value, int) and ("photos" in key or "images" in key or "written" in key):
+            assert value <= len(survey.train) + len(survey.test), (key, value)
+    valid = results.get("validation images", results.get("validation photos"))
+    assert valid == len(split.valid), (valid, len(split.valid))       # every photo of the stored split's valid
+    if "log loss" in results:
+        assert results["chance log loss (ln K)"] == pytest.approx(math.log(len(survey.classes)))
+        assert results["top-1 accuracy"] <= results["top-5 accuracy"]
+    history = json.loads((folder / "history.json").read_text())
+    assert [r["epoch"] for r in history] == list(range(1, epochs + 1))
+    assert all(math.isfinite(r[k]) and r[k] >= 0 for r in history for k in ("train_loss", "valid_loss", "seconds"))
+    best = min(history, key=lambda r: r["valid_loss"])
+    assert best["best"] and results["validation loss at the best epoch"] == pytest.approx(best["valid_loss"], rel=1e-5)
+    if (folder / "features.npz").exists():
+        with np.load(folder / "features.npz") as z:
+            classes = z["classes"].tolist()
+            assert classes == survey.classes
+            width = z["train_features"].shape[1]
+            for part, names in (("train", split.train), ("valid", split.valid), ("test", survey.test)):
+                got = z[f"{part}_names"].tolist()
+                assert sorted(got) == sorted(names), part           # every image of the split, once
+                assert z[f"{part}_features"].shape == (len(got), width)
+                probs = z[f"{part}_probabilities"]
+                assert probs.shape == (len(got), len(classes)) and np.isfinite(z[f"{part}_features"]).all()
+                np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+                if part != "test":
+                    assert z[f"{part}_labels"].tolist() == [classes.index(survey.train[n]) for n in got]
+    return results
 
 
 def test_classify_before_align_names_the_fix(pipeline, tmp_path, capsys):
@@ -76,7 +114,8 @@ def test_align_writes_points_and_crops(pipeline):
     survey, runs = pipeline.survey, pipeline.runs
     pipeline.ensure("align")
     results = check_run(runs / "align", ["predictions.json", "points1.json", "points2.json", "valid_points.png",
-                                         "aligned_crops.png", "crops/train.csv", "crops/source.json"])
+                                         "aligned_crops.png", "crops/train.csv", "crops/source.json"], survey)
+    assert results["TTA copies per photo"] == 12                        # the CPU preset's grid
     data = load_survey(survey)
     split = load_split(data)
     # every photo gets a crop: training photos from annotations, the rest from predictions (or the whole photo)
@@ -96,23 +135,33 @@ def test_classify_on_aligned_crops_writes_a_valid_submission(pipeline):
     survey, runs = pipeline.survey, pipeline.runs
     pipeline.ensure("classify")
     folder = runs / "classify-aligned-resnet19"
-    results = check_run(folder, ["submission.csv", "features.npz", "valid_probabilities.csv", "valid_predictions.png"])
+    results = check_run(folder, ["submission.csv", "features.npz", "valid_probabilities.csv", "valid_predictions.png"],
+                        survey)
     check_submission(folder / "submission.csv", survey / "sample_submission.csv")
-    assert results["validation images"] == len(load_split(load_survey(survey)).valid)
-    split = load_split(load_survey(survey))
+    data = load_survey(survey)
+    split = load_split(data)
+    # the stored split: disjoint, covering every training photo of the survey, and the one a fresh split of these
+    # rows with the default settings gives (what the first stage stored, not something made up since)
+    assert not set(split.train) & set(split.valid) and set(split.train) | set(split.valid) == set(data.train)
+    assert 0 < len(split.valid) < len(split.train)
+    assert split == make_split(data.train, **asdict(Split()))
+    assert results["validation images"] == len(split.valid)
     predicted = set(json.loads((runs / "align" / "predictions.json").read_text()))   # what the aligner did not train on
+    aligner_trained_on = set(data.train) - predicted
+    assert all(data.points(n) is not None for n in data.train)      # so the aligner trained on all the rest
     with np.load(folder / "features.npz") as z:
         assert z["valid_features"].shape == (len(z["valid_names"]), 64)   # resnet19's GAP width
-        # the one stored split: the classifier validates on the survey's validation photos, whose crops were
-        # cut from the aligner's predictions (it never trained on them), not from their annotations
-        assert set(z["valid_names"]) == set(split.valid)
-        assert set(z["valid_names"]) <= predicted and not predicted & set(z["train_names"])
+        # both stages read one split: the classifier trains on exactly the photos the aligner trained on and
+        # validates on the survey's validation photos, whose crops were cut from the aligner's predictions
+        assert set(z["train_names"]) == aligner_trained_on == set(split.train)
+        assert set(z["valid_names"]) == set(split.valid) and set(z["valid_names"]) <= predicted
+        assert set(z["test_names"]) == predicted - set(split.valid) == set(data.test)
 
 
 def test_localize_then_box_classifier(pipeline):
     survey, runs = pipeline.survey, pipeline.runs
     pipeline.ensure("localize")
-    results = check_run(runs / "localize", ["iou_histogram.png", "valid_boxes.png", "crops/train.csv"])
+    results = check_run(runs / "localize", ["iou_histogram.png", "valid_boxes.png", "crops/train.csv"], survey)
     assert results["box crops written"] == len(load_survey(survey).train) + len(load_survey(survey).test)
     pipeline.ensure("classify boxes")
     check_submission(runs / "classify-boxes-resnet19" / "submission.csv", survey / "sample_submission.csv")
@@ -121,7 +170,7 @@ def test_localize_then_box_classifier(pipeline):
 def test_naive_writes_saliency(pipeline):
     runs = pipeline.runs
     pipeline.ensure("naive")
-    check_run(runs / "naive", ["saliency.png", "submission.csv", "features.npz"])
+    check_run(runs / "naive", ["saliency.png", "submission.csv", "features.npz"], pipeline.survey)
     images, classes, probs = read_submission(runs / "naive" / "submission.csv")
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-6)
 
@@ -175,13 +224,35 @@ def test_ensemble_stacks_out_of_fold_features(pipeline):
         np.testing.assert_allclose(combined, expected, atol=1e-6)
     saved = Stacker.load(runs / "ensemble" / "stacker.npz")
     assert saved.coef_.shape[1] == sum(widths) == 64 + 128
-    # fitted on the members' validation (out-of-fold) features, not on their training images
+    # fitted on the members' validation (out-of-fold) features, not on their training images: what the stacker
+    # and the pool keep of their fitting rows (the prior of their labels, the stacker's feature means) is that of
+    # the stored split's validation photos, rows gathered here by name from each member's features.npz
     from rightwhale.ensemble import load_features, stack_features
+    from rightwhale.metrics import class_prior
+    data = load_survey(survey)
+    stored = load_split(data)
+    pool = LogLinearPool.load(runs / "ensemble" / "pool.npz")
     info = json.loads((runs / "ensemble" / "stacker.json").read_text())
-    for split, same in (("valid", True), ("train", False)):
-        _, X, _, y = stack_features([load_features(m) for m in members], split)
+    for part, names in (("valid", stored.valid), ("train", stored.train)):
+        labels = np.array([data.classes.index(data.train[n]) for n in names])
+        rows = []
+        for member in members:
+            with np.load(member / "features.npz") as z:
+                where = {n: i for i, n in enumerate(z[f"{part}_names"].tolist())}
+                rows.append(z[f"{part}_features"][[where[n] for n in names]])
+        same = part == "valid"
+        assert np.allclose(saved.prior_, class_prior(labels, len(data.classes))) == same
+        assert np.allclose(pool.prior_, class_prior(labels, len(data.classes))) == same
+        assert np.allclose(saved.mean_, np.concatenate(rows, axis=1).mean(axis=0), atol=1e-5) == same
+        # and refitting on those rows gives the stored fit back (on the training rows, another one)
+        _, X, probs, y = stack_features([load_features(m) for m in members], part)
+        assert len(y) == len(names)
         refit = Stacker(saved.num_classes, info["C"], info["floor"]).fit(X, y)
         assert np.allclose(refit.coef_, saved.coef_, atol=1e-6) == same
+        if same:          # (the pool's few weights may sit at a bound for either rows: compared where fitted)
+            repooled = LogLinearPool().fit(probs, y, saved.num_classes)
+            np.testing.assert_allclose(repooled.weights_, pool.weights_, atol=1e-6)
+            assert repooled.floor == pytest.approx(pool.floor, abs=1e-6)
 
 
 def test_identify_a_photo(pipeline, tmp_path, capsys):

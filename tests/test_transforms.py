@@ -62,21 +62,48 @@ def test_warp_matches_skimage_warp():
 
 
 def test_affine_matrix_is_the_original_im_affine_transform():
-    # nolearn_utils built skimage's inverse map centre + A + uncentre with A's scale 1/s and translation -t;
-    # the 2015 skimage shear entered as [[k cos r, -k sin(r + sh)], [k sin r, k cos(r + sh)]].
-    s, r, sh, tx, ty = 1.25, 37.0, 11.0, 5.0, -3.0
+    # nolearn_utils built skimage's inverse map centre + A + uncentre with A's scale 1/s and translation -t
+    s, r, tx, ty = 1.25, 37.0, 5.0, -3.0
     c = np.array([SIZE, SIZE]) / 2.0 - 0.5
     a = AffineTransform(scale=(1 / s, 1 / s), rotation=np.deg2rad(r), translation=(-tx, -ty))
     inverse_map = (SimilarityTransform(translation=-c) + a + SimilarityTransform(translation=c)).params
     ours = np.asarray(T.affine_matrix(s, r, 0.0, tx, ty, T.image_center(SIZE)), np.float64)
     np.testing.assert_allclose(ours, np.linalg.inv(inverse_map), atol=1e-4)
-    k, rr, ss = 1 / s, np.deg2rad(r), np.deg2rad(sh)
-    a_2015 = np.array([[k * np.cos(rr), -k * np.sin(rr + ss), -tx], [k * np.sin(rr), k * np.cos(rr + ss), -ty],
-                       [0, 0, 1]])
-    centre, uncentre = np.eye(3), np.eye(3)
-    centre[:2, 2], uncentre[:2, 2] = -c, c
-    ours = np.asarray(T.affine_matrix(s, r, sh, tx, ty, T.image_center(SIZE)), np.float64)
-    np.testing.assert_allclose(ours, np.linalg.inv(uncentre @ a_2015 @ centre), atol=1e-4)
+
+
+SHEAR_GRID = np.array([[a, b] for a in (-8.0, 0.0, 8.0) for b in (-14.0, -7.0, 0.0, 7.0, 14.0)])   # about the centre
+
+
+@pytest.mark.parametrize("shear", [20.0, -30.0])
+def test_shear_slants_vertical_lines_as_the_2015_skimage_shear(shear):
+    """The 2015 skimage shear (nolearn_utils' `shear`) turned the inverse map's y axis by the shear angle: content
+    along the input direction (-sin sh, cos sh) comes out vertical, horizontal rows stay rows at the same scale.
+    Forward, a point (a, b) from the centre lands at (a + b tan sh, b / cos sh): a vertical line slants by
+    tan sh (right below the centre for sh > 0, as skimage's shear today) and stretches by 1 / cos sh (which
+    today's pure shear [[1, -tan sh], [0, 1]] lacks)."""
+    sh = np.deg2rad(shear)
+    centre = np.asarray(T.image_center(SIZE), np.float64)
+    m = T.affine_matrix(shear_deg=shear, center=T.image_center(SIZE))
+    expected = centre + np.stack([SHEAR_GRID[:, 0] + SHEAR_GRID[:, 1] * np.tan(sh), SHEAR_GRID[:, 1] / np.cos(sh)], 1)
+    np.testing.assert_allclose(T.transform_points(m, centre + SHEAR_GRID), expected, atol=1e-3)
+    # through the pixels: a dot at each grid point lands there (bilinear, centre of mass)
+    dots = np.zeros((len(SHEAR_GRID), SIZE, SIZE, 1), np.float32)
+    for i, (x, y) in enumerate(np.round(centre + SHEAR_GRID - 0.5).astype(int)):   # the grid is offset by .5
+        dots[i, y:y + 2, x:x + 2] = 1.0                                             # 2x2 block centred on it
+    moved = T.warp(dots, jnp.broadcast_to(m, (len(dots), 3, 3)))
+    np.testing.assert_allclose(centre_of_mass(moved), expected, atol=0.5)
+    # skimage today: the same map is a squeeze of y by cos sh, then its shear (inverse maps, about the centre)
+    squeeze_then_shear = AffineTransform(scale=(1.0, np.cos(sh))) + AffineTransform(shear=sh)
+    inverse = SimilarityTransform(translation=-centre) + squeeze_then_shear + SimilarityTransform(translation=centre)
+    np.testing.assert_allclose(np.asarray(m, np.float64), np.linalg.inv(inverse.params), atol=1e-4)
+
+
+def test_shear_applies_after_rotation_scale_and_translation():
+    """The 2015 inverse map was A = (scale, rotation) o shear, less the translation: forward, the shear comes last."""
+    c = T.image_center(SIZE)
+    full = T.affine_matrix(1.25, 37.0, 11.0, 5.0, -3.0, c)
+    np.testing.assert_allclose(full, T.affine_matrix(shear_deg=11.0, center=c) @ T.affine_matrix(1.25, 37.0, 0.0, 5.0,
+                                                                                                 -3.0, c), atol=1e-4)
 
 
 def test_rotation_flip_and_inverse_conventions():
@@ -121,9 +148,51 @@ def test_boxes_by_mask_match_the_original_and_the_corners():
     by_corners = np.asarray(T.transform_boxes_by_corners(mats, boxes, (SIZE, SIZE)))
     for box, mat, ours in zip(boxes, mats, by_mask):
         np.testing.assert_array_equal(ours, original_bbox(box, mat))
-    # corner boxes are continuous, mask boxes whole pixels grown by bilinear coverage: a pixel or two
-    np.testing.assert_allclose(by_mask[:, :2], by_corners[:, :2], atol=2)
-    np.testing.assert_allclose(by_mask[:, :2] + by_mask[:, 2:], by_corners[:, :2] + by_corners[:, 2:], atol=2)
+    np.testing.assert_allclose(by_corners, corner_bbox(boxes, mats), atol=1e-3)
+    # the mask covers the box's whole pixels, floor(x) .. floor(x + w) - 1, and grows them by its coverage
+    left_top, right_bottom = np.floor(boxes[:, :2]), np.floor(boxes[:, :2] + boxes[:, 2:])
+    assert_grown_box(by_mask, corner_bbox(np.concatenate([left_top, right_bottom - left_top], 1), mats))
+
+
+def assert_grown_box(mask_boxes, reference):
+    """Mask boxes are whole pixels grown by bilinear coverage: each edge lies up to about a pixel outside the
+    moved area (and, rounded to whole pixels, at most half a pixel inside it)."""
+    lo = mask_boxes[:, :2] - reference[:, :2]
+    hi = mask_boxes[:, :2] + mask_boxes[:, 2:] - reference[:, :2] - reference[:, 2:]
+    assert ((lo > -1.5) & (lo < 0.5) & (hi > -0.5) & (hi < 1.5)).all(), (mask_boxes, reference)
+
+
+def corner_bbox(boxes, mats, size=SIZE):
+    """The oracle in plain numpy: a box (x, y, w, h) covers the area [x - 0.5, x + w - 0.5] (pixel centres at
+    integers); map its four corners by each matrix as homogeneous columns, take their bounding box, clip it to
+    the image, and give it back in the (x, y, w, h) of covered pixels."""
+    out = []
+    for (x, y, w, h), m in zip(np.asarray(boxes, np.float64), np.asarray(mats, np.float64)):
+        corners = np.array([[x - 0.5, x + w - 0.5, x - 0.5, x + w - 0.5],
+                            [y - 0.5, y - 0.5, y + h - 0.5, y + h - 0.5], [1, 1, 1, 1]])
+        moved = (m @ corners)[:2]
+        lo = np.clip(moved.min(axis=1) + 0.5, 0, size)
+        hi = np.clip(moved.max(axis=1) + 0.5, 0, size)
+        out.append(np.concatenate([lo, hi - lo]) if (hi > lo).all() else np.zeros(4))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 90.0, 135.0])
+def test_box_of_a_turned_box_has_the_rotated_size(angle):
+    """A w x h box turned by r and scaled by s about its own centre is s (w |cos r| + h |sin r|) wide and
+    s (w |sin r| + h |cos r|) high, and keeps its centre."""
+    w, h, s = 12.0, 6.0, 1.2
+    box = np.array([[18.0, 21.0, w, h]], np.float32)
+    centre = box[0, :2] - 0.5 + box[0, 2:] / 2                      # of the area, pixel-centre convention
+    mat = T.affine_matrix(scale=s, rotation_deg=angle, center=centre)[None]
+    r = np.deg2rad(angle)
+    size = s * np.array([w * abs(np.cos(r)) + h * abs(np.sin(r)), w * abs(np.sin(r)) + h * abs(np.cos(r))])
+    by_corners = np.asarray(T.transform_boxes_by_corners(mat, box, (SIZE, SIZE)))[0]
+    np.testing.assert_allclose(by_corners[2:], size, atol=1e-3)
+    np.testing.assert_allclose(by_corners[:2] - 0.5 + by_corners[2:] / 2, centre, atol=1e-3)
+    by_mask = np.asarray(T.transform_boxes_by_mask(mat, box, (SIZE, SIZE)))[0]
+    np.testing.assert_allclose(by_mask[2:], size, atol=2.0)            # whole pixels, grown by bilinear coverage
+    np.testing.assert_allclose(by_mask[:2] - 0.5 + by_mask[2:] / 2, centre, atol=1.0)
 
 
 def test_boxes_identity_and_empty():
@@ -188,9 +257,26 @@ def test_augment_batch_moves_points_and_boxes_with_the_image():
                               scales=(0.9, 1.0, 1.2), translations=tuple(range(-4, 5)), interpolation=1)
     pts = np.array([[20, 21], [25, 18], [19, 28], [30, 26]])
     boxes = np.array([[16, 16, 12, 10]] * 4, np.float32)
+    # each sample's points: its dot, then three corners of the box's area (x0, y0), (x1, y0), (x0, y1)
+    x0, y0, x1, y1 = 15.5, 15.5, 27.5, 25.5
+    tracked = np.concatenate([pts[:, None], np.broadcast_to([[x0, y0], [x1, y0], [x0, y1]], (4, 3, 2))], 1)
     step = jax.jit(lambda k, x, p, b: T.augment_batch(k, x, aug, points=p, boxes=b))
-    for seed in (0, 1):
-        out, out_pts, out_boxes = step(jax.random.key(seed), dot_images(pts), pts[:, None].astype(np.float32), boxes)
-        assert out.dtype == jnp.float32 and out_pts.shape == (4, 1, 2) and out_boxes.shape == (4, 4)
-        np.testing.assert_allclose(centre_of_mass(out), np.asarray(out_pts)[:, 0], atol=0.5)
-        assert (np.asarray(out_boxes)[:, 2:] > 8).all()
+    scales = []
+    for seed in (0, 1, 2):
+        out, out_pts, out_boxes = step(jax.random.key(seed), dot_images(pts), tracked.astype(np.float32), boxes)
+        out_pts, out_boxes = np.asarray(out_pts, np.float64), np.asarray(out_boxes)
+        assert out.dtype == jnp.float32 and out_pts.shape == (4, 4, 2) and out_boxes.shape == (4, 4)
+        np.testing.assert_allclose(centre_of_mass(out), out_pts[:, 0], atol=0.5)     # points follow the image
+        # the affine each sample got, read off its moved corners; its scale is one of the choices
+        q0, qx, qy = out_pts[:, 1], out_pts[:, 2], out_pts[:, 3]
+        linear = np.stack([(qx - q0) / (x1 - x0), (qy - q0) / (y1 - y0)], axis=2)    # columns: images of x, y
+        mats = np.tile(np.eye(3), (4, 1, 1))
+        mats[:, :2, :2], mats[:, :2, 2] = linear, q0 - np.einsum("bij,j->bi", linear, [x0, y0])
+        scale = np.sqrt(np.abs(np.linalg.det(linear)))                  # rotation and flips keep |det|
+        assert np.abs(scale[:, None] - np.array(aug.scales)).min(axis=1).max() < 1e-3, scale
+        scales += scale.round(3).tolist()
+        # the box moved with them: the bounding box of the moved area, grown to whole pixels by mask coverage
+        assert_grown_box(out_boxes, corner_bbox(boxes, mats))
+        corners = np.stack([q0, qx, qy, qx + qy - q0], 1)
+        assert ((corners > 0) & (corners < SIZE - 1)).all()              # inside: no clipping at the border
+    assert len(set(scales)) > 1                   # the draws differ: the check saw more than one scale
