@@ -25,6 +25,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,7 @@ def _scores(probs, labels) -> dict:
 
 
 def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = False, log=print) -> dict:
+    started = time.perf_counter()
     run_dirs = [Path(r) for r in run_dirs]
     twice = {d.resolve() for d in run_dirs if [r.resolve() for r in run_dirs].count(d.resolve()) > 1}
     if twice:
@@ -188,7 +190,7 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
                                                  "cv_log_loss": {f"C={c} floor={f}": v for (c, f), v in losses.items()}})
     results = {"runs": [d.name for d in run_dirs], "chosen C": params[0], "chosen floor": params[1],
                "best single model": best["model"], "predictions from": use,
-               "table": rows}
+               "table": rows, "seconds": time.perf_counter() - started}
     sub = _write_test_submission(runs, run_dirs, use, (stacker, pool), out_dir, classes, gzip, log)
     if sub:
         results["submission"] = str(sub)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from rightwhale import atomic
 from rightwhale.config import PRESETS, stage_config
-from rightwhale.data import resolve_data_dir
-from rightwhale.ensemble import FINAL_SIX, run_ensemble, source_survey
+from rightwhale.data import DataError, resolve_data_dir
+from rightwhale.ensemble import FINAL_SIX, ensemble_runs, run_ensemble, source_survey
 from rightwhale.report import table
 from rightwhale.stages import main as train_main
 from rightwhale.stages.crops import ANNOTATED, annotated_crops
@@ -132,10 +132,24 @@ def _other(results) -> str:
     return f"class-prior log loss {results['class-prior log loss']:.3f}" if "class-prior log loss" in results else ""
 
 
+def _finished_ensemble(runs: list[Path], out: Path) -> dict | None:
+    """An ensemble of exactly these runs made after every one of them was last trained, if `out` holds one."""
+    try:
+        results = json.loads((out / "results.json").read_text())
+        same = ensemble_runs(out) == [r.resolve() for r in runs]
+    except (OSError, ValueError, DataError):
+        return None
+    newer = all((out / "results.json").stat().st_mtime > (r / "features.npz").stat().st_mtime for r in runs)
+    return results if same and newer and "seconds" in results else None
+
+
 def _ensemble_rows(runs: list[Path], out: Path, label: str) -> list[dict]:
-    started = time.perf_counter()
-    results = run_ensemble(runs, out)
-    minutes = (time.perf_counter() - started) / 60
+    results = _finished_ensemble(runs, out)
+    if results is None:
+        results = run_ensemble(runs, out)
+    else:
+        print(f"reusing {out}")
+    minutes = results["seconds"] / 60
     used = results["predictions from"]      # "stacker", "plain average" or a member run's name
     used_row = {"stacker": "stacker, out-of-fold", "plain average": "plain average"}.get(used, used)
     rows = []

@@ -60,7 +60,35 @@ def test_a_step_trained_on_crops_cut_again_since_is_refused(tmp_path):
 def test_the_ensemble_row_used_for_new_photos_is_marked(monkeypatch, tmp_path, used, marked):
     table = [{"model": m, "log loss": 1.0, "log loss / ln K": 0.5, "top-1 accuracy": 0.5}
              for m in ("a", "b", "plain average of the models", "stacker, out-of-fold (nested 5-fold CV)")]
-    monkeypatch.setattr(reproduce, "run_ensemble", lambda runs, out: {"predictions from": used, "table": table})
+    monkeypatch.setattr(reproduce, "run_ensemble", lambda runs, out: {"predictions from": used, "table": table,
+                                                                        "seconds": 6.0})
     rows = reproduce._ensemble_rows([tmp_path / "a", tmp_path / "b"], tmp_path / "ensemble", "ensemble")
     assert [r["step"] for r in rows if "used for new photos" in r["step"]] == [f"ensemble: {marked} (used for new photos)"]
     assert not any(r["step"].endswith(": b") for r in rows)            # members keep their own rows
+
+
+def test_an_ensemble_is_remade_only_when_a_member_is_newer(monkeypatch, tmp_path):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for r in runs:
+        r.mkdir()
+        (r / "features.npz").write_bytes(b"")
+    made = []
+    table = [{"model": "plain average of the models", "log loss": 1.0, "log loss / ln K": 0.5, "top-1 accuracy": 0.5}]
+
+    def fake_ensemble(members, out):
+        made.append(out)
+        out.mkdir(exist_ok=True)
+        (out / "stacker.json").write_text(json.dumps({"runs": [f"../{m.name}" for m in members]}))
+        results = {"predictions from": "plain average", "table": table, "seconds": 6.0}
+        (out / "results.json").write_text(json.dumps(results))
+        return results
+    monkeypatch.setattr(reproduce, "run_ensemble", fake_ensemble)
+    out = tmp_path / "ensemble"
+    reproduce._ensemble_rows(runs, out, "e")
+    reproduce._ensemble_rows(runs, out, "e")                      # reused
+    assert len(made) == 1
+    later = (out / "results.json").stat().st_mtime + 60
+    os.utime(runs[1] / "features.npz", (later, later))             # b trained again
+    reproduce._ensemble_rows(runs, out, "e")
+    reproduce._ensemble_rows(runs[:1], out, "e")                  # other members
+    assert len(made) == 3
