@@ -93,32 +93,67 @@ def transform_points(mats, pts):
     return jnp.einsum("...ij,...kj->...ki", mats[..., :2, :2], jnp.asarray(pts, jnp.float32)) + mats[..., None, :2, 2]
 
 
-def _resample(flat, inv, hw, out_hw, order):
-    """Sample one flattened image (P, X) with a one-pixel border of the fill value at inv(M) q for every
-    output pixel q: (N, X) float32. Indices clamp into [-1, W] x [-1, H]: outside taps read the border."""
-    (h, w), (ho, wo) = hw, out_hw
-    ys, xs = jnp.meshgrid(jnp.arange(ho, dtype=jnp.float32), jnp.arange(wo, dtype=jnp.float32), indexing="ij")
-    sx = inv[0, 0] * xs.ravel() + inv[0, 1] * ys.ravel() + inv[0, 2]
-    sy = inv[1, 0] * xs.ravel() + inv[1, 1] * ys.ravel() + inv[1, 2]
-    col = lambda v: jnp.clip(v, -1, w).astype(jnp.int32) + 1
-    row = lambda v: jnp.clip(v, -1, h).astype(jnp.int32) + 1
-    tap = lambda xi, yi: flat.at[yi * (w + 2) + xi].get(mode="promise_in_bounds").astype(jnp.float32)
-    if order == 0:
-        return tap(col(jnp.round(sx)), row(jnp.round(sy)))
+# --- the warp ---------------------------------------------------------------------------------------
+# XLA:CPU runs a gather as a scalar loop over the output elements, and fuses the index arithmetic into
+# it: each element then carries tens of instructions, so few of the loop's cache misses overlap (a
+# rotated image is read across its memory order, a new cache line every few pixels). So the warp computes
+# an output pixel's index in a vectorised pass of its own where it can (`_materialized`: order 0), folds
+# "outside the image" into that index or into the bilinear weights instead of padding the image (a copy
+# of the batch per call), clamps in int32, and tells the gather its indices are in bounds and not
+# negative. bench/bench_augment.py measures it against skimage and jax.scipy.ndimage.map_coordinates.
+
+
+def _materialized(x, floor):
+    """x (every element >= floor) as the max of x and floor over a new axis: a reduction, which XLA computes
+    in its own vectorised pass rather than fusing it into the gather that reads it (elementwise index math
+    would be fused and recomputed per gathered element)."""
+    return jnp.max(jnp.stack([x, jnp.full_like(x, floor)], -1), axis=-1)
+
+
+def _source(inv, out_hw):
+    """Source coordinates (sx, sy), each (..., Ho, Wo): inv(M) q for every output pixel q = (x, y)."""
+    ho, wo = out_hw
+    xs, ys = jnp.arange(wo, dtype=jnp.float32), jnp.arange(ho, dtype=jnp.float32)[:, None]
+    m = lambda i, j: inv[..., i, j, None, None]
+    return m(0, 0) * xs + m(0, 1) * ys + m(0, 2), m(1, 0) * xs + m(1, 1) * ys + m(1, 2)
+
+
+def _nearest(rows, sx, sy, hw, base, cval):
+    """Order 0: rows (P, X) read at round(sx, sy) (+ base, the image's first row), `cval` outside."""
+    h, w = hw
+    xi, yi = (jnp.round(jnp.clip(v, -1, n)).astype(jnp.int32) for v, n in ((sx, w), (sy, h)))
+    inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    index = _materialized(jnp.where(inside, base + jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1), -1), -1)
+    taps = rows.at[jnp.maximum(index, 0)].get(mode="promise_in_bounds", wrap_negative_indices=False)
+    return jnp.where((index >= 0)[..., None], taps, cval)
+
+
+def _bilinear(rows, sx, sy, hw, base, cval):
+    """Order 1: rows (P, X) interpolated at (sx, sy), float32. A neighbour outside the image reads `cval`:
+    its weight moves from the (clamped, in-bounds) tap onto `cval`, so the image needs no border."""
+    h, w = hw
     x0, y0 = jnp.floor(sx), jnp.floor(sy)
-    fx, fy = (sx - x0)[:, None], (sy - y0)[:, None]
-    left, right, top, bottom = col(x0), col(x0 + 1), row(y0), row(y0 + 1)
-    upper = (1 - fx) * tap(left, top) + fx * tap(right, top)
-    lower = (1 - fx) * tap(left, bottom) + fx * tap(right, bottom)
-    return (1 - fy) * upper + fy * lower
+    fx, fy = sx - x0, sy - y0
+    weight = lambda f, ok: jnp.where(ok, f, 0.0)[..., None]
+    wx0, wx1 = weight(1 - fx, (x0 >= 0) & (x0 < w)), weight(fx, (x0 >= -1) & (x0 < w - 1))
+    wy0, wy1 = weight(1 - fy, (y0 >= 0) & (y0 < h)), weight(fy, (y0 >= -1) & (y0 < h - 1))
+    col = lambda v: jnp.clip(v, 0, w - 1)               # int clamps: one instruction, float ones several
+    row = lambda v: base + jnp.clip(v, 0, h - 1) * w
+    xi, yi = x0.astype(jnp.int32), y0.astype(jnp.int32)   # XLA saturates (NaN -> 0); clamped below anyway
+    left, right, top, bottom = col(xi), col(xi + 1), row(yi), row(yi + 1)
+    tap = lambda r, c: rows.at[r + c].get(mode="promise_in_bounds", wrap_negative_indices=False).astype(jnp.float32)
+    upper = wx0 * tap(top, left) + wx1 * tap(top, right)
+    lower = wx0 * tap(bottom, left) + wx1 * tap(bottom, right)
+    out = wy0 * upper + wy1 * lower
+    return out + cval * (1 - (wx0 + wx1) * (wy0 + wy1))
 
 
 @functools.partial(jax.jit, static_argnames=("out_hw", "order"))
 def warp(images, mats, out_hw=None, order=1, cval=0.0):
     """Resample a batch (B, H, W, C): output pixel q takes the input at inv(M) q; same dtype out (uint8 rounded).
 
-    mats (B, 3, 3), or (3, 3) shared by the batch (the fast path of test-time augmentation: taps are
-    computed once for all B images). order 1 is bilinear, 0 nearest (masks); outside reads `cval`.
+    mats (B, 3, 3), or (3, 3) shared by the batch (test-time augmentation: one set of coordinates serves
+    all B images). order 1 is bilinear, 0 nearest (training's augmentation, masks); outside reads `cval`.
     """
     if order not in (0, 1):
         raise ValueError(f"warp supports order 0 (nearest) or 1 (bilinear), got {order}")
@@ -126,16 +161,25 @@ def warp(images, mats, out_hw=None, order=1, cval=0.0):
     b, h, w, c = images.shape
     ho, wo = (h, w) if out_hw is None else out_hw
     inv = invert(jnp.asarray(mats, jnp.float32))
-    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=cval)
-    if inv.ndim == 2:                 # shared: rows of B * C values per pixel
-        flat = padded.transpose(1, 2, 0, 3).reshape((h + 2) * (w + 2), b * c)
-        out = _resample(flat, inv, (h, w), (ho, wo), order).reshape(ho, wo, b, c).transpose(2, 0, 1, 3)
+    sx, sy = _source(inv, (ho, wo))
+    if order == 0:                    # gathers the pixels themselves: no float round trip
+        sample, cval = _nearest, _cast(jnp.asarray(cval, jnp.float32), images.dtype)
     else:
-        resample = lambda f, m: _resample(f, m, (h, w), (ho, wo), order)
-        out = jax.vmap(resample)(padded.reshape(b, -1, c), jnp.broadcast_to(inv, (b, 3, 3))).reshape(b, ho, wo, c)
-    if images.dtype == jnp.uint8:
-        return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
-    return out.astype(images.dtype)
+        sample = _bilinear
+    if inv.ndim == 2:                 # shared: rows of B * C values per pixel (XLA fuses both transposes)
+        rows = images.transpose(1, 2, 0, 3).reshape(h * w, b * c)
+        out = sample(rows, sx, sy, (h, w), 0, cval).reshape(ho, wo, b, c).transpose(2, 0, 1, 3)
+    else:
+        base = (jnp.arange(b, dtype=jnp.int32) * (h * w))[:, None, None]
+        out = sample(images.reshape(b * h * w, c), sx, sy, (h, w), base, cval)
+    return _cast(out, images.dtype)
+
+
+def _cast(values, dtype):
+    """The warp's output rule: uint8 rounds and saturates, other dtypes convert."""
+    if dtype == jnp.uint8 and values.dtype != jnp.uint8:
+        return jnp.clip(jnp.round(values), 0, 255).astype(jnp.uint8)
+    return values.astype(dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("hw",))
