@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from rightwhale import matching, metrics, novelty
 from rightwhale.cache import build_cache
@@ -24,7 +25,7 @@ from rightwhale.checkpoint import load_variables
 from rightwhale.data import DataError, load_survey, report_problems, source_of
 from rightwhale.report import table
 from rightwhale.ensemble import load_features, source_survey
-from rightwhale.stages.classify import build_classifier, softmax
+from rightwhale.stages.classify import build_classifier
 from rightwhale.stages.match import MatchRun, is_match_run, leave_one_out
 from rightwhale.stages.workspace import Rows
 from rightwhale.training import predict
@@ -75,7 +76,7 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
     if match_run:
         probs = matcher.identify([rows[i] for i in range(len(rows))])[0]
     else:
-        probs = softmax(predict(model, variables, rows, batch_size)[0][:, :len(classes)])
+        probs = softmax(predict(model, variables, rows, batch_size)[0][:, :len(classes)], axis=1)
     if not np.isfinite(probs).all():
         raise DataError(f"{run_dir}: non-finite probabilities; its checkpoint is corrupt or it diverged: "
                         "train it again")

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.special import softmax
 from tqdm import tqdm
 
 from rightwhale import atomic, crop, matching, novelty, plots, runlock
@@ -42,8 +43,8 @@ from rightwhale.images import BadImage, read_bounded, read_image
 from rightwhale.models import get_model
 from rightwhale.review import write_review
 from rightwhale.stacking import LogLinearPool, Stacker
-from rightwhale.stages.align import MIN_HEAD_KEY, predict_with_tta
-from rightwhale.stages.classify import softmax
+from rightwhale.stages.align import MIN_HEAD_KEY
+from rightwhale.tta import predict_with_tta
 from rightwhale.stages.match import MatchRun, is_match_run
 from rightwhale.training import predict
 
@@ -152,7 +153,7 @@ class Pipeline:
             size = cfg["image_size"]
             x = np.asarray(Image.fromarray(head).resize((size, size), Image.BICUBIC))[None]
             logits, feats = predict(model, variables, x, 1)
-            probs.append(softmax(logits[:, :len(self.classes)])[0])
+            probs.append(softmax(logits[:, :len(self.classes)], axis=1)[0])
             features.append(feats[0])
         return combine(self.use, [r.name for r in self.classify_runs], np.stack(probs)[:, None],
                        np.concatenate(features)[None], self.fitted)[0]

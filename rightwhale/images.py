@@ -134,3 +134,8 @@ def _other(path: Path, im: Image.Image, wh) -> Image.Image:
     if wh is not None:
         im.draft("RGB", wh)               # DCT scaling for JPEGs Pillow decodes: result stays >= (w, h)
     return im.convert("RGB")              # raises on truncated data as long as LOAD_TRUNCATED_IMAGES is off
+
+
+def model_input(images01):
+    """What the networks see: images in [0, 1] centred on 0 (training, TTA and saliency alike)."""
+    return images01 - 0.5

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from rightwhale import checkpoint, history as history_io
 from rightwhale.atomic import write_json
 from rightwhale.config import Train
+from rightwhale.images import model_input
 from rightwhale.metrics import top_k_hits
 
 
@@ -148,11 +149,6 @@ def l2_penalty(params, gamma: bool = False):
     penalised = ("kernel", "scale") if gamma else ("kernel",)
     return sum(jnp.sum(jnp.square(x)) for path, x in jax.tree_util.tree_leaves_with_path(params)
                if getattr(path[-1], "key", None) in penalised)
-
-
-def model_input(images01):
-    """What the networks see: images in [0, 1] centred on 0. Shared with TTA and saliency."""
-    return images01 - 0.5
 
 
 def _forward(apply_fn, variables, images):

@@ -4,12 +4,15 @@ The original (utils/test_time_augmentation.py) warped each image by every transf
 scikit-image in a process pool; here the batch is warped by all T transforms in one gather and the
 regressor sees the B * T copies at once (or in chunks of transforms).
 """
+import functools
 import itertools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rightwhale.config import Tta
+from rightwhale.images import model_input
 from rightwhale.transforms import affine_matrix, image_center, invert, transform_points, warp
 
 
@@ -57,3 +60,27 @@ def tta_predict_points(predict_fn, images, mats, chunk=None):
     back = jnp.concatenate([_map_back(g, predict_fn(_copies(images, g))) for g in groups])[:t]
     mean = back.mean(axis=0)
     return mean, jnp.linalg.norm(back - mean, axis=-1).mean(axis=(0, 2))
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk"))
+def _tta_batch(apply_fn, variables, images, mats, chunk):
+    size = images.shape[1]
+
+    def predict_points(images01):
+        output, _ = apply_fn(variables, model_input(images01), train=False)
+        return output.reshape(-1, 2, 2) * size
+
+    return tta_predict_points(predict_points, images.astype(jnp.float32) / 255.0, mats, chunk=chunk)
+
+
+def predict_with_tta(model, variables, images, tta, batch_size: int, chunk: int = 16):
+    """(points (N, 2, 2) in image pixels, spread (N,)) averaged over the TTA grid."""
+    if len(images) == 0:
+        return np.zeros((0, 2, 2)), np.zeros(0)
+    mats = tta_matrices_from_config(tta, images.shape[1])
+    points, spread = [], []
+    for start in range(0, len(images), batch_size):
+        p, s = _tta_batch(model.apply, variables, np.asarray(images[start:start + batch_size]), mats, chunk)
+        points.append(np.asarray(p))
+        spread.append(np.asarray(s))
+    return np.concatenate(points), np.concatenate(spread)

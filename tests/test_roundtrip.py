@@ -12,7 +12,7 @@ from PIL import Image
 from rightwhale import data
 from rightwhale.cache import build_cache
 from rightwhale.config import CPU_TTA, ORIGINAL_TTA
-from rightwhale.stages.align import predict_with_tta
+from rightwhale.tta import predict_with_tta
 from rightwhale.stages.workspace import Rows
 
 SIZE = 64            # the cache

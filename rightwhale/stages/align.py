@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import functools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rightwhale import crop, metrics, plots
@@ -26,9 +24,9 @@ from rightwhale.models import get_model
 from rightwhale.report import write_report
 from rightwhale.stages import crops
 from rightwhale.stages.workspace import Workspace
-from rightwhale.training import fit, model_input, predict, regression_task
+from rightwhale.training import fit, predict, regression_task
 from rightwhale.transforms import augment_batch, transform_points
-from rightwhale.tta import tta_matrices_from_config, tta_predict_points
+from rightwhale.tta import predict_with_tta
 
 
 def augment_points(key, images, target, augment):
@@ -40,30 +38,6 @@ def augment_points(key, images, target, augment):
 def point_error_metric(output, target, size):
     pixels, _ = metrics.point_errors(output * size, target * size)
     return {"point error (px)": pixels.mean(axis=-1)}
-
-
-@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk"))
-def _tta_batch(apply_fn, variables, images, mats, chunk):
-    size = images.shape[1]
-
-    def predict_points(images01):
-        output, _ = apply_fn(variables, model_input(images01), train=False)
-        return output.reshape(-1, 2, 2) * size
-
-    return tta_predict_points(predict_points, images.astype(jnp.float32) / 255.0, mats, chunk=chunk)
-
-
-def predict_with_tta(model, variables, images, tta, batch_size: int, chunk: int = 16):
-    """(points (N, 2, 2) in image pixels, spread (N,)) averaged over the TTA grid."""
-    if len(images) == 0:
-        return np.zeros((0, 2, 2)), np.zeros(0)
-    mats = tta_matrices_from_config(tta, images.shape[1])
-    points, spread = [], []
-    for start in range(0, len(images), batch_size):
-        p, s = _tta_batch(model.apply, variables, np.asarray(images[start:start + batch_size]), mats, chunk)
-        points.append(np.asarray(p))
-        spread.append(np.asarray(s))
-    return np.concatenate(points), np.concatenate(spread)
 
 
 def run(ws: Workspace) -> dict:

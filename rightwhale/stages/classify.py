@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 import optax
+from scipy.special import softmax
 
 from rightwhale import metrics, plots
 from rightwhale.data import DataError
@@ -89,11 +90,6 @@ def auxiliary_task(cfg, num_classes, layout) -> Task:
                 functools.partial(augment_auxiliary, augment=cfg.train.augment))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
 def train_classifier(ws: Workspace, cache):
     """Fit, reload the best weights, score validation, write predictions; returns
     (model, variables, results, names by split, probabilities by split).
@@ -119,7 +115,7 @@ def train_classifier(ws: Workspace, cache):
 
     variables = load_variables(ws.path("best.msgpack"))
     outputs = {s: predict(model, variables, ws.rows(cache, n), cfg.train.batch_size) for s, n in names.items()}
-    probs = {s: softmax(logits[:, :k]) for s, (logits, _) in outputs.items()}
+    probs = {s: softmax(logits[:, :k], axis=1) for s, (logits, _) in outputs.items()}
     prior = metrics.class_prior(labels["train"], len(labelled.classes))
     results = ws.write_predictions(names, probs, {s: outputs[s][1] for s in names}, labels, prior)
     ws.write_json("results.json", results)

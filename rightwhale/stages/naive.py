@@ -9,11 +9,12 @@ model took it.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import softmax
 
 from rightwhale import plots
 from rightwhale.report import write_report
 from rightwhale.saliency import occlusion_map
-from rightwhale.stages.classify import prediction_grid, softmax, train_classifier
+from rightwhale.stages.classify import prediction_grid, train_classifier
 from rightwhale.stages.localize import head_boxes
 from rightwhale.stages.workspace import Workspace
 from rightwhale.training import predict
@@ -27,7 +28,7 @@ def run(ws: Workspace) -> dict:
     prediction_grid(ws, cache, names["valid"], probs["valid"], ws.path("valid_predictions.png"))
 
     def predict_proba(images):
-        return softmax(predict(model, variables, images, ws.cfg.train.batch_size)[0])
+        return softmax(predict(model, variables, images, ws.cfg.train.batch_size)[0], axis=1)
 
     shown = names["valid"][:SALIENCY_PHOTOS]
     photos = [np.asarray(cache.images[cache.index(n)]) for n in shown]
