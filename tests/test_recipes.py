@@ -85,3 +85,18 @@ def test_the_original_preset_runs_as_the_original_ran():
     blended, _, _ = augment_batch(jax.random.PRNGKey(0), image, Augment(probability=1.0, rotations=(30.0,),
                                                                         interpolation=1))
     assert not set(np.unique(np.asarray(blended))) <= set(np.unique(np.asarray(image))) | {0.0}
+
+
+def test_the_aligner_s_definition_localize_pts_dec31():
+    """DESIGN.md's last row: 256 px, batch 16, Adam 1e-4 constant, l2 1e-7, 1000 epochs, patience 150, dropout
+    0.5; affine p 0.5 with scale linspace(0.75, 1.25, 21), shifts arange(-48, 48), rotations arange(-180, 180);
+    the 243-copy TTA grid of scripts/create_test_head_crop_image.py."""
+    cfg = stage_config("align", "original")
+    t, a = cfg.train, cfg.train.augment
+    assert (cfg.model, cfg.image_size, t.batch_size, t.optimizer, t.learning_rate, t.final_learning_rate, t.l2,
+            t.max_epochs, t.patience) == ("localize_pts_dec31", 256, 16, "adam", 1e-4, None, 1e-7, 1000, 150)
+    assert get_model(cfg.model, 4, **cfg.model_kwargs).dropout == 0.5
+    assert a.probability == 0.5 and np.allclose(a.scales, np.linspace(0.75, 1.25, 21))
+    assert np.allclose(a.translations, np.arange(-48, 48)) and np.allclose(a.rotations, np.arange(-180, 180))
+    assert (a.shears, a.flip_horizontal, a.flip_vertical, a.gamma_probability) == ((0.0,), 0.0, 0.0, 0.0)
+    assert cfg.tta.size == 243 and cfg.min_head_length is None
