@@ -20,6 +20,7 @@ hyper-parameters.
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 
@@ -38,6 +39,31 @@ from rightwhale.metrics import class_prior, log_loss
 C_GRID = (0.003, 0.03, 0.3)
 FLOOR_GRID = (0.05, 0.2, 0.5)
 GRID = tuple((C, floor) for C in C_GRID for floor in FLOOR_GRID)
+
+
+# GridSearchCV fits every (C, floor) pair afresh, but the floor only mixes the fitted softmax with the prior
+# at prediction: the logistic regressions of one C on one fold are the same fit, three times. lbfgs is
+# deterministic, so a small cache of fits by (C, data) returns what refitting would (on the real crops'
+# 447 whales it cuts ensemble.py's fits threefold).
+_FITS: dict = {}
+_FITS_KEPT = 32
+
+
+def _logistic_fit(C: float, max_iter: int, standardised: np.ndarray, labels: np.ndarray):
+    """(coef, intercept, classes) of a multinomial logistic regression, fitted once per (C, data)."""
+    digest = hashlib.sha1(np.ascontiguousarray(standardised).tobytes() + np.ascontiguousarray(labels).tobytes())
+    key = (C, max_iter, standardised.shape, digest.hexdigest())
+    if key in _FITS:
+        return _FITS[key]
+    lr = LogisticRegression(C=C, max_iter=max_iter)
+    with warnings.catch_warnings():   # one or two images per whale is what out-of-fold data looks like
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        lr.fit(standardised, labels)
+    while _FITS and len(_FITS) >= _FITS_KEPT:      # the oldest fit goes first
+        _FITS.pop(next(iter(_FITS)))
+    if _FITS_KEPT:
+        _FITS[key] = (lr.coef_, lr.intercept_, lr.classes_)
+    return lr.coef_, lr.intercept_, lr.classes_
 
 
 class Stacker(ClassifierMixin, BaseEstimator):
@@ -70,15 +96,11 @@ class Stacker(ClassifierMixin, BaseEstimator):
         if len(seen) == 1:            # one class: it gets everything
             self.intercept_[seen[0]] = 0.0
             return self
-        lr = LogisticRegression(C=self.C, max_iter=self.max_iter)
-        with warnings.catch_warnings():   # one or two images per whale is what out-of-fold data looks like
-            warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-            lr.fit((features - self.mean_) / self.scale_, labels)
-        coef, intercept = lr.coef_, lr.intercept_
+        coef, intercept, classes = _logistic_fit(self.C, self.max_iter, (features - self.mean_) / self.scale_, labels)
         if len(seen) == 2:            # sklearn's binary form: one row for the second class
             coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
-        self.coef_[lr.classes_] = coef
-        self.intercept_[lr.classes_] = intercept
+        self.coef_[classes] = coef
+        self.intercept_[classes] = intercept
         return self
 
     def predict_proba(self, features) -> np.ndarray:

@@ -152,3 +152,21 @@ def test_choosing_among_estimates_is_held_out():
     assert log_loss(chosen, labels) > min(guess_losses) + 0.05    # the in-sample minimum flatters the choice
     # one candidate better on every fold is chosen on every fold: its own probabilities come back
     np.testing.assert_array_equal(cross_val_choice({"good": good, **guessers}, labels), good)
+
+
+def test_a_grid_search_fits_each_C_once_per_fold(monkeypatch):
+    """The floor does not change the fit: one logistic regression per C and fold, as before GridSearchCV."""
+    from sklearn.linear_model import LogisticRegression
+
+    from rightwhale import stacking
+    fits = []
+    real_fit = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit", lambda self, X, y: fits.append(self.C) or real_fit(self, X, y))
+    monkeypatch.setattr(stacking, "_FITS", {})
+    X, y = blobs(classes=5, noise=2.0)
+    grid = ((0.01, 0.05), (0.01, 0.5), (1.0, 0.2))
+    cached = choose_params(X, y, 5, grid, folds=3)
+    assert sorted(fits) == [0.01] * 3 + [1.0] * 3
+    monkeypatch.setattr(stacking, "_FITS_KEPT", 0)              # no cache: what refitting gives
+    monkeypatch.setattr(stacking, "_FITS", {})
+    assert choose_params(X, y, 5, grid, folds=3) == cached
