@@ -100,3 +100,8 @@ def test_the_aligner_s_definition_localize_pts_dec31():
     assert np.allclose(a.translations, np.arange(-48, 48)) and np.allclose(a.rotations, np.arange(-180, 180))
     assert (a.shears, a.flip_horizontal, a.flip_vertical, a.gamma_probability) == ((0.0,), 0.0, 0.0, 0.0)
     assert cfg.tta.size == 243 and cfg.min_head_length is None
+    # the CPU preset is the same definition at 128 px for 200 epochs (Adam 1e-3 -> 1e-4); l2 and grids its own
+    cpu = stage_config("align", "cpu")
+    assert (cpu.image_size, cpu.train.max_epochs, cpu.train.learning_rate, cpu.train.final_learning_rate) == \
+        (128, 200, 1e-3, 1e-4)
+    assert (cpu.train.l2, cpu.train.batch_size, cpu.train.augment) == (t.l2, t.batch_size, a.rescaled(128))
