@@ -13,9 +13,10 @@ training loss and says nothing about new photos. New photos (the
 submission, `identify`) get whichever of the stacker, the pool, the plain
 average and the best single run has the lowest held-out log loss.
 
-`python ensemble.py --final PRESET` stacks the six networks of the original's final submission (FINAL_SIX,
-from the writeup), training with `python train.py --stage classify --preset PRESET --model NAME` the ones
-not yet in the runs root (`--train-flags` passes more flags, e.g. fewer epochs).
+`python ensemble.py --preset PRESET` (or `--final PRESET`) stacks the six networks of the original's final
+submission (FINAL_SIX, from the writeup; docs/final-ensemble.md), training with `python train.py --stage
+classify --preset PRESET --model NAME` the ones not yet in the runs root (`--train-flags` passes more flags,
+e.g. fewer epochs).
 """
 from __future__ import annotations
 
@@ -253,14 +254,15 @@ def main(argv=None) -> int:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for C and the held-out loss")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     p.add_argument("--gzip", action="store_true", help="write submission.csv.gz")
-    p.add_argument("--final", choices=("cpu", "original"),
+    p.add_argument("--final", "--preset", dest="final", choices=("cpu", "original"),
                    help="stack the original's final six networks (%s), training the missing ones with this "
-                        "preset into --runs-root" % ", ".join(FINAL_SIX))
-    p.add_argument("--train-flags", default="", help="with --final: more flags for their training, e.g. "
+                        "preset into --runs-root (--preset original: the final submission's recipes)"
+                        % ", ".join(FINAL_SIX))
+    p.add_argument("--train-flags", default="", help="with --preset: more flags for their training, e.g. "
                                                      "'--epochs 5 --data-dir DIR'")
     args = p.parse_args(argv)
     if args.final and args.runs:
-        p.error("--final names its own six runs; leave out --runs")
+        p.error("--preset names its own six runs; leave out --runs")
     try:
         if args.final:
             runs = final_runs(args.runs_root, args.final, shlex.split(args.train_flags))

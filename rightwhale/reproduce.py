@@ -137,9 +137,9 @@ def _finished_ensemble(runs: list[Path], out: Path) -> dict | None:
     try:
         results = json.loads((out / "results.json").read_text())
         same = ensemble_runs(out) == [r.resolve() for r in runs]
-    except (OSError, ValueError, DataError):
+        newer = all((out / "results.json").stat().st_mtime > (r / "features.npz").stat().st_mtime for r in runs)
+    except (OSError, ValueError, DataError):       # none yet, unreadable, or a member not trained: make it
         return None
-    newer = all((out / "results.json").stat().st_mtime > (r / "features.npz").stat().st_mtime for r in runs)
     return results if same and newer and "seconds" in results else None
 
 

@@ -436,7 +436,7 @@ def test_the_final_six_model_ensemble_trains_what_is_missing(pipeline, tmp_path,
         shutil.copytree(trained_run, argv[argv.index("--run-dir") + 1])
         return 0
     monkeypatch.setattr(rightwhale.stages, "main", fake_train)
-    assert ensemble_main(["--final", "cpu", "--runs-root", str(root), "--out", str(tmp_path / "ens"),
+    assert ensemble_main(["--preset", "cpu", "--runs-root", str(root), "--out", str(tmp_path / "ens"),
                           "--folds", "2", "--train-flags", "--epochs 1 --no-progress"]) == 0
     assert [a[a.index("--model") + 1] for a in calls] == list(FINAL_SIX[2:])
     assert all(a[a.index("--preset") + 1] == "cpu" and a[-3:] == ["--epochs", "1", "--no-progress"] for a in calls)
