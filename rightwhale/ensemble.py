@@ -153,13 +153,15 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
 
     rows = [{"model": d.name, **_scores(p, y)} for d, p in zip(run_dirs, probs)]
     best = min(rows, key=lambda r: r["log loss"])
-    average = {"model": "plain average of the models", **_scores(probs.mean(axis=0), y)}
+    mean = probs.mean(axis=0)
+    average = {"model": "plain average of the models", **_scores(mean, y)}
     params, losses = choose_params(X, y, k, folds=folds, seed=seed)
-    stacked, pooled_probs = nested_cv_proba(X, y, k, folds=folds, seed=seed), cross_val_pool(probs, y, k, folds=folds, seed=seed)
+    stacked = nested_cv_proba(X, y, k, folds=folds, seed=seed)
+    pooled_probs = cross_val_pool(probs, y, k, folds=folds, seed=seed)
     held_out = {"model": f"stacker, out-of-fold (nested {folds}-fold CV)", **_scores(stacked, y)}
     pooled = {"model": f"{POOL}, out-of-fold ({folds}-fold CV)", **_scores(pooled_probs, y)}
     # The lowest of these estimates flatters the one chosen below; this row holds the choice out too.
-    choice = cross_val_choice({"stacker": stacked, POOL: pooled_probs, "plain average": probs.mean(axis=0),
+    choice = cross_val_choice({"stacker": stacked, POOL: pooled_probs, "plain average": mean,
                                **{d.name: p for d, p in zip(run_dirs, probs)}}, y, folds=folds, seed=seed + 1)
     chosen = {"model": f"the lowest of these, chosen on {folds - 1} of {folds} folds, scored on the one left "
                        "(what choosing flatters, held out)", **_scores(choice, y)}

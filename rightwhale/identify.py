@@ -44,9 +44,9 @@ from rightwhale.models import get_model
 from rightwhale.review import write_review
 from rightwhale.stacking import LogLinearPool, Stacker
 from rightwhale.stages.align import MIN_HEAD_KEY
-from rightwhale.tta import predict_with_tta
 from rightwhale.stages.match import MatchRun, is_match_run
 from rightwhale.training import predict
+from rightwhale.tta import predict_with_tta
 
 CANDIDATE_CROPS = 3         # training crops shown per candidate on the contact sheet
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}

@@ -102,6 +102,8 @@ def _settings_changed(folder: Path, flag: dict, preset: str) -> list[str]:
     """What of a finished step's settings (the matcher's, or the network's input, training and model
     options) this code would now set otherwise."""
     overrides = {"model": flag["--model"]} if "--model" in flag else {}
+    if "--epochs" in flag:          # as train.py sets it: a StepDecay spans these epochs
+        overrides["max_epochs"] = int(flag["--epochs"])
     current = json.loads(json.dumps(stage_config(flag["--stage"], preset, **overrides).to_dict()))
     stored = json.loads((folder / "config.json").read_text())
     keys = ("match",) if flag["--stage"] == "match" else ("image_size", "train", "model_kwargs")

@@ -233,7 +233,7 @@ class LogLinearPool:
 def cross_val_pool(probs, labels, num_classes, folds=5, seed=0) -> np.ndarray:
     """Held-out probabilities of the log-linear pool: each row from a pool fitted without it."""
     out = np.zeros((len(labels), num_classes))
-    for fit_idx, held_idx in KFold(min(folds, len(labels)), shuffle=True, random_state=seed).split(labels):
+    for fit_idx, held_idx in _KFold(folds, shuffle=True, random_state=seed).split(labels):
         pool = LogLinearPool().fit(probs[:, fit_idx], labels[fit_idx], num_classes)
         out[held_idx] = pool.predict_proba(probs[:, held_idx])
     return out
@@ -245,10 +245,8 @@ def cross_val_choice(candidates: dict, labels, folds=5, seed=0) -> np.ndarray:
     folds' images chose, so the choice itself is held out. `candidates`: name -> (N, K) out-of-fold
     probabilities of the same N images."""
     labels = np.asarray(labels)
-    per_image = {name: -np.log(np.clip(p[np.arange(len(labels)), labels] / p.sum(axis=1), 1e-15, 1))
-                 for name, p in candidates.items()}
     chosen = np.empty_like(next(iter(candidates.values())))
-    for fit_idx, held_idx in KFold(min(folds, len(labels)), shuffle=True, random_state=seed).split(labels):
-        best = min(per_image, key=lambda name: per_image[name][fit_idx].mean())
+    for fit_idx, held_idx in _KFold(folds, shuffle=True, random_state=seed).split(labels):
+        best = min(candidates, key=lambda name: log_loss(candidates[name][fit_idx], labels[fit_idx]))
         chosen[held_idx] = candidates[best][held_idx]
     return chosen

@@ -92,3 +92,10 @@ def test_an_ensemble_is_remade_only_when_a_member_is_newer(monkeypatch, tmp_path
     reproduce._ensemble_rows(runs, out, "e")
     reproduce._ensemble_rows(runs[:1], out, "e")                  # other members
     assert len(made) == 3
+
+
+def test_a_stepdecay_step_trained_for_fewer_epochs_is_reused(tmp_path):
+    """--epochs sets the StepDecay's span, so a run made with it has the settings this code gives it."""
+    run = finished_run(tmp_path / "runs" / "classify", tmp_path / "survey", epochs=25, model="resnet31")
+    assert _run_step(["--stage", "classify", "--model", "resnet31", "--epochs", "25"], run, [], "cpu",
+                     tmp_path / "survey") == ({"log loss": 1.5}, 2.0)
