@@ -7,7 +7,7 @@ All contenders warp the same batch by the same random augmentation matrices
 interpolation orders: 0 (nearest, what training runs: config.Augment.interpolation,
 as nolearn_utils' warp used order=0) and 1 (bilinear). The contenders:
 
-- ours: `rightwhale.transforms.warp`, one jitted call for the batch;
+- ours: `rightwhale.geometry.transforms.warp`, one jitted call for the batch;
 - map_coordinates: `jax.scipy.ndimage.map_coordinates` on the same source
   coordinates, vmapped over images and channels and jitted (issue 15 asked
   whether it beats ours; its "constant" mode interpolates across the edge as
@@ -38,11 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 import skimage
 from jax.scipy.ndimage import map_coordinates
-from skimage.transform import AffineTransform, warp as sk_warp
+from skimage.transform import AffineTransform
+from skimage.transform import warp as sk_warp
 from skimage.transform._warps_cy import _warp_fast
 
-from rightwhale.config import ALIGN_AUGMENT
-from rightwhale.transforms import augment_batch, invert, sample_affine, warp
+from rightwhale.core.config import ALIGN_AUGMENT
+from rightwhale.geometry.transforms import augment_batch, invert, sample_affine, warp
 
 
 def interleaved_rounds(fns, repeats):

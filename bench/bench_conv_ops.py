@@ -17,16 +17,16 @@ is a benchmark peer only (`pip install torch==2.13.0`).
 """
 from __future__ import annotations
 
-import rightwhale  # noqa: F401  (sets the package's XLA CPU flag before JAX starts)
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import os  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_augment import interleaved_times  # noqa: E402  (bench/ is on sys.path when run as a script)
 from jax import lax  # noqa: E402
 
-from bench_augment import interleaved_times  # noqa: E402  (bench/ is on sys.path when run as a script)
+import rightwhale  # noqa: F401  (sets the package's XLA CPU flag before JAX starts)
 
 
 def resnet19_convs(size: int):

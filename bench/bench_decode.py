@@ -1,4 +1,4 @@
-"""Decode + resize of survey photos to 256x256: rightwhale.images.read_image against
+"""Decode + resize of survey photos to 256x256: rightwhale.io.images.read_image against
 scikit-image (imread + resize with anti_aliasing), the original's decoder, in the
 same run. Target: >= 5x.
 
@@ -19,7 +19,7 @@ from PIL import Image
 from skimage.io import imread
 from skimage.transform import resize
 
-from rightwhale.images import read_image
+from rightwhale.io.images import read_image
 
 REAL_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-photos" / "imgs"
 

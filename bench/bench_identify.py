@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from rightwhale.data import load_survey
-from rightwhale.identify import main as identify_main
-from rightwhale.images import read_image
-from rightwhale.stages.match import MatchRun
+from rightwhale.cli.identify import main as identify_main
+from rightwhale.io.images import read_image
+from rightwhale.io.survey import load_survey
+from rightwhale.scorers.match_run import MatchRun
 
 PEER = 100      # crops the bare matcher scores
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rightwhale import matching, metrics
-from rightwhale.cache import build_cache
-from rightwhale.config import stage_config
-from rightwhale.data import load_survey
+from rightwhale.core import metrics
+from rightwhale.core.config import stage_config
+from rightwhale.io.cache import build_cache
+from rightwhale.io.survey import load_survey
+from rightwhale.scorers import matching
 from rightwhale.stages.match import build_gallery
 
 REAL_HEADS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rightwhale-heads"

@@ -21,7 +21,16 @@ never imports it.
 """
 from __future__ import annotations
 
+import argparse  # noqa: E402
+import functools  # noqa: E402
 import os
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 # rightwhale.CPU_XLA_FLAG: XLA:CPU hands convolutions to YNNPACK by default;
 # its weight-gradient convs run on one thread and were 2-4x slower than
@@ -51,16 +60,6 @@ import os
 # custom_vjp batch norm + ReLU with two passes each way (the batch-norm part
 # of a 128-px layer 26 -> 13 ms, but the step only 3-4% faster).
 import rightwhale  # noqa: E402,F401  (sets XLA_FLAGS before JAX starts)
-import argparse  # noqa: E402
-import functools  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
 from rightwhale.models import get_model  # noqa: E402
 
 LEARNING_RATE, MOMENTUM, L2 = 0.1, 0.9, 1e-6

@@ -22,10 +22,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from skimage.transform import AffineTransform, warp as sk_warp
+from bench_augment import interleaved_times  # bench/ is on sys.path when run as a script
+from skimage.transform import AffineTransform
+from skimage.transform import warp as sk_warp
 
-from bench_augment import interleaved_times   # bench/ is on sys.path when run as a script
-from rightwhale.tta import tta_matrices, tta_predict_points
+from rightwhale.train.tta import tta_matrices, tta_predict_points
 
 
 class TinyRegressor(nn.Module):

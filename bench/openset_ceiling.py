@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rightwhale import atomic, novelty
+from rightwhale.core import atomic
+from rightwhale.scorers import novelty
 
 
 def main(argv=None):

@@ -1,6 +1,6 @@
 """Choose matcher settings on the real training crops only: leave-one-out top-1 / top-5 of a fixed random
 subset of them against the rest of the training gallery, never a validation crop. Each setting is a JSON
-object of rightwhale.config.Match fields; the gallery of each (max_keypoints, crop_size, upright, cells)
+object of rightwhale.core.config.Match fields; the gallery of each (max_keypoints, crop_size, upright, cells)
 is computed once and kept in --work.
 
     python bench/tune_match.py '{}' '{"upright": false}' '{"max_keypoints": 800}' [--queries 1000]
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rightwhale import matching
-from rightwhale.config import stage_config
+from rightwhale.core.config import stage_config
+from rightwhale.scorers import matching
 from rightwhale.stages import match
 from rightwhale.stages.workspace import open_workspace
 

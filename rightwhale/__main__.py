@@ -3,16 +3,16 @@ import importlib
 import sys
 
 COMMANDS = {
-    "identify": ("rightwhale.identify", "which whales are in these photos: a batch, a review page, new whales"),
+    "identify": ("rightwhale.cli.identify", "which whales are in these photos: a batch, a review page, new whales"),
     "train": ("rightwhale.stages", "train one stage (same as python train.py)"),
-    "ensemble": ("rightwhale.ensemble", "stack classifier features (same as python ensemble.py)"),
-    "evaluate": ("rightwhale.evaluate", "score a classifier run on a labelled folder (--open-set: new whales)"),
-    "catalogue": ("rightwhale.catalogue", "add reviewed photos and new whales to the matcher's catalogue"),
-    "reproduce": ("rightwhale.reproduce", "every stage on the embedded survey, then REPRODUCTION.md"),
-    "synth": ("rightwhale.synth", "generate a synthetic aerial survey"),
-    "split": ("rightwhale.split", "make or check the one stored train/validation split"),
-    "cache": ("rightwhale.cache", "decode and resize every photo once"),
-    "crop": ("rightwhale.crop", "head crops of a data directory"),
+    "ensemble": ("rightwhale.cli.ensemble", "stack classifier features (same as python ensemble.py)"),
+    "evaluate": ("rightwhale.cli.evaluate", "score a classifier run on a labelled folder (--open-set: new whales)"),
+    "catalogue": ("rightwhale.cli.catalogue", "add reviewed photos and new whales to the matcher's catalogue"),
+    "reproduce": ("rightwhale.cli.reproduce", "every stage on the embedded survey, then REPRODUCTION.md"),
+    "synth": ("rightwhale.io.synth", "generate a synthetic aerial survey"),
+    "split": ("rightwhale.io.split", "make or check the one stored train/validation split"),
+    "cache": ("rightwhale.io.cache", "decode and resize every photo once"),
+    "crop": ("rightwhale.io.crop_folders", "head crops of a data directory"),
 }
 
 

@@ -15,7 +15,7 @@ TINY = dict(whales=6, seed=0, width=96, height=64, test_fraction=0.25, mean_phot
 @pytest.fixture(scope="session")
 def tiny_survey(tmp_path_factory) -> Path:
     """One tiny survey for the whole session: treat it as read-only."""
-    from rightwhale.synth import generate_survey   # imported on use: test_data fakes the module
+    from rightwhale.io.synth import generate_survey  # imported on use: test_data fakes the module
     return generate_survey(tmp_path_factory.mktemp("tiny-survey") / "survey", **TINY)
 
 
@@ -23,6 +23,6 @@ def tiny_survey(tmp_path_factory) -> Path:
 def make_survey(tmp_path_factory):
     """make_survey(**kwargs) -> Path: a fresh tiny survey (TINY overridden by kwargs) to modify at will."""
     def make(**kwargs) -> Path:
-        from rightwhale.synth import generate_survey
+        from rightwhale.io.synth import generate_survey
         return generate_survey(tmp_path_factory.mktemp("survey") / "survey", **{**TINY, **kwargs})
     return make

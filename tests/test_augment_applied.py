@@ -13,9 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from rightwhale import config, metrics, training
-from rightwhale.checkpoint import load_variables
+from rightwhale.core import config, metrics
+from rightwhale.io.checkpoint import load_variables
 from rightwhale.stages import align, classify, localize, main
+from rightwhale.train import feed, loop
+from rightwhale.train import state as train_steps
 
 TINY = ["--batch-size", "4", "--no-progress"]
 
@@ -126,16 +128,16 @@ def test_a_few_epochs_of_the_aligners_training_beat_the_mean_point(tmp_path):
     rng = np.random.default_rng(0)
     (train_images, train_points), (valid_images, valid_points) = blob_images(rng, 96), blob_images(rng, 24)
     augment = config.ALIGN_AUGMENT.rescaled(size)           # the aligner's own: p 0.5, any rotation, scale, shift
-    task = training.regression_task(metrics=functools.partial(align.point_error_metric, size=size),
+    task = train_steps.regression_task(metrics=functools.partial(align.point_error_metric, size=size),
                                     headline="point error (px)",
                                     augment=functools.partial(align.augment_points, augment=augment))
     cfg = config.Train(batch_size=8, max_epochs=12, patience=100, learning_rate=3e-3, l2=0.0, augment=augment)
     model = PointRegressor()
     target = lambda pts: (pts / size).reshape(-1, 4).astype(np.float32)       # noqa: E731, as the align stage
-    training.fit(model, cfg, task, {"image": train_images, "target": target(train_points)},
+    loop.fit(model, cfg, task, {"image": train_images, "target": target(train_points)},
                  {"image": valid_images, "target": target(valid_points)}, tmp_path, progress=False, log=lambda *_: None)
     variables = load_variables(tmp_path / "best.msgpack")
-    predicted = training.predict(model, variables, valid_images, 8)[0] * size
+    predicted = feed.predict(model, variables, valid_images, 8)[0] * size
     error = metrics.point_errors(predicted, valid_points.reshape(-1, 4))[0].mean()
     mean_point = np.broadcast_to(train_points.reshape(-1, 4).mean(axis=0), predicted.shape)
     baseline = metrics.point_errors(mean_point, valid_points.reshape(-1, 4))[0].mean()

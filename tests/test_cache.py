@@ -1,15 +1,16 @@
-"""The decode-once image cache (rightwhale.cache)."""
+"""The decode-once image cache (rightwhale.io.cache)."""
 import json
 import shutil
 
 import numpy as np
 import pytest
-
-from rightwhale import cache as cache_mod
-from rightwhale.cache import build_cache, open_cache
-from rightwhale.data import DataError, load_survey
-from rightwhale.images import read_image
 from test_data import LABELS, no_project_annotations, write_jpeg, write_survey  # noqa: F401
+
+from rightwhale.core.errors import DataError
+from rightwhale.io import cache as cache_mod
+from rightwhale.io.cache import build_cache, open_cache
+from rightwhale.io.images import read_image
+from rightwhale.io.survey import load_survey
 
 TEST = ["w_10.jpg", "w_11.jpg", "w_12.jpg", "w_13.jpg"]
 N = 16
@@ -67,7 +68,7 @@ def test_interrupted_build_resumes_without_redoing_work(survey_dir, decoded):
                     on_progress=kill_at_five)
     folder = cache_mod.cache_dir(survey_dir, N)
     assert not (folder / "index.json").exists()                      # not valid yet
-    command = f"python -m rightwhale.cache --data-dir {survey_dir} --size {N}"
+    command = f"python -m rightwhale cache --data-dir {survey_dir} --size {N}"
     with pytest.raises(DataError, match=command):
         open_cache(survey_dir, N)
     assert decoded[:5] == [*LABELS, "w_10.jpg"]
@@ -162,7 +163,7 @@ def test_decoding_workers_leave_when_their_parent_is_killed(tmp_path):
     script.write_text(
         "import multiprocessing, os, time\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
-        "from rightwhale.cache import _exit_with_parent\n"
+        "from rightwhale.io.cache import _exit_with_parent\n"
         "if __name__ == '__main__':\n"
         "    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'),\n"
         "                               initializer=_exit_with_parent, initargs=(os.getpid(),))\n"

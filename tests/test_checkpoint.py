@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from rightwhale import checkpoint, training
-from rightwhale.config import Train
+from rightwhale.core.config import Train
+from rightwhale.io import checkpoint
+from rightwhale.train import state as train_steps
 
 
 class Dense(nn.Module):
@@ -19,7 +20,7 @@ class Dense(nn.Module):
 
 
 def _state(seed=0):
-    return training.create_train_state(Dense(), Train(optimizer="nesterov", learning_rate=0.1,
+    return train_steps.create_train_state(Dense(), Train(optimizer="nesterov", learning_rate=0.1,
                                                       final_learning_rate=0.01),
                                        (2, 2, 3), steps_per_epoch=3, key=jax.random.PRNGKey(seed))
 

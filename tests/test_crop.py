@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rightwhale import crop, data
-from rightwhale.transforms import invert, transform_points
+from rightwhale.geometry import crop
+from rightwhale.geometry.transforms import invert, transform_points
+from rightwhale.io import crop_folders, formats
+from rightwhale.io import survey as data
 
 
 def centre_of_mass(images, channel):
@@ -101,14 +103,14 @@ def tiny_survey(tmp_path):
               "w_5.jpg": (30.0, 20.0), "w_6.jpg": (33.0, 20.0)}
     blowhead = {"w_1.jpg": (30.0, 25.0), "w_3.jpg": (35.0, 30.0), "w_4.jpg": (20.0, 20.0),
                 "w_5.jpg": (30.0, 20.0), "w_6.jpg": (30.0, 20.0)}
-    (root / "points1.json").write_text(json.dumps(data.sloth_points(bonnet)))
-    (root / "points2.json").write_text(json.dumps(data.sloth_points(blowhead)))
+    (root / "points1.json").write_text(json.dumps(formats.sloth_points(bonnet)))
+    (root / "points2.json").write_text(json.dumps(formats.sloth_points(blowhead)))
     return root
 
 
 def test_cli_writes_a_cropped_data_directory(tiny_survey, tmp_path, capsys):
     out = tmp_path / "crops"
-    assert crop.main(["--data-dir", str(tiny_survey), "--out", str(out), "--width", "32", "--height", "16"]) == 0
+    assert crop_folders.main(["--data-dir", str(tiny_survey), "--out", str(out), "--width", "32", "--height", "16"]) == 0
     report = capsys.readouterr()
     assert "wrote 3 head crops" in report.out and "w_6.jpg" in report.out       # d = 3 px: whole photo
     for expected in ("w_2.jpg: no bonnet and blowhead point", "w_4.jpg", "w_5.jpg: bonnet and blowhead coincide"):
@@ -128,7 +130,7 @@ def test_cli_writes_a_cropped_data_directory(tiny_survey, tmp_path, capsys):
 
 
 def test_cli_refuses_to_overwrite_its_input(tiny_survey, capsys):
-    assert crop.main(["--data-dir", str(tiny_survey), "--out", str(tiny_survey)]) == 2
+    assert crop_folders.main(["--data-dir", str(tiny_survey), "--out", str(tiny_survey)]) == 2
     assert "must be a new directory" in capsys.readouterr().err
 
 
@@ -155,8 +157,8 @@ def test_cli_box_crops(tiny_survey, tmp_path):
     img = np.full((48, 64, 3), 30, np.uint8)
     img[10:30, 20:44] = 220
     Image.fromarray(img).save(tiny_survey / "imgs" / "w_1.jpg", "JPEG", quality=95)
-    (tmp_path / "boxes.json").write_text(json.dumps(data.sloth_boxes({"w_1.jpg": (20, 10, 24, 20)})))
-    result = crop.crop_data_dir(tiny_survey, tmp_path / "boxes", 12, 10, boxes=tmp_path / "boxes.json")
+    (tmp_path / "boxes.json").write_text(json.dumps(formats.sloth_boxes({"w_1.jpg": (20, 10, 24, 20)})))
+    result = crop_folders.crop_data_dir(tiny_survey, tmp_path / "boxes", 12, 10, boxes=tmp_path / "boxes.json")
     assert result["cropped"] == ["w_1.jpg"] and result["fallback"] == []
     assert sum(p.kind == "missing box" for p in result["problems"]) == 4    # w_2, w_3, w_5, w_6
     box_crop = np.asarray(Image.open(tmp_path / "boxes" / "imgs" / "w_1.jpg"), np.float64)
@@ -168,9 +170,9 @@ def test_cli_box_crops(tiny_survey, tmp_path):
 def test_predicted_points_off_the_photo_give_the_whole_photo_and_no_points(tiny_survey, tmp_path):
     bonnet = {"w_1.jpg": (70.0, 20.0), "w_6.jpg": (40.0, 20.0)}          # w_1: off the 64 x 48 photo
     blowhead = {"w_1.jpg": (50.0, 20.0), "w_6.jpg": (25.0, 20.0)}
-    (tmp_path / "p1.json").write_text(json.dumps(data.sloth_points(bonnet)))
-    (tmp_path / "p2.json").write_text(json.dumps(data.sloth_points(blowhead)))
-    made = crop.crop_data_dir(tiny_survey, tmp_path / "crops", 32, 16, points1=tmp_path / "p1.json",
+    (tmp_path / "p1.json").write_text(json.dumps(formats.sloth_points(bonnet)))
+    (tmp_path / "p2.json").write_text(json.dumps(formats.sloth_points(blowhead)))
+    made = crop_folders.crop_data_dir(tiny_survey, tmp_path / "crops", 32, 16, points1=tmp_path / "p1.json",
                               points2=tmp_path / "p2.json", predicted=True, progress=False)
     assert made["cropped"] == ["w_1.jpg", "w_6.jpg"] and made["fallback"] == ["w_1.jpg"]
     names = [e["filename"] for e in json.loads((tmp_path / "crops" / "points1.json").read_text())]

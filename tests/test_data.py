@@ -1,4 +1,4 @@
-"""Data directory reading, validation and decoding (rightwhale.data, rightwhale.images).
+"""Data directory reading, validation and decoding (rightwhale.io.survey, rightwhale.io.images).
 
 Data directories are written by hand here (a few 40x30 JPEGs), so these
 tests need neither the synthetic survey generator nor ../shared.
@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rightwhale import data
-from rightwhale.data import DataError, Survey, load_survey
-from rightwhale.images import BadImage, check_image, photo_size, read_bounded, read_image
+from rightwhale.core.errors import DataError
+from rightwhale.io import formats
+from rightwhale.io import survey as data
+from rightwhale.io.images import BadImage, check_image, photo_size, read_bounded, read_image
+from rightwhale.io.survey import Survey, load_survey
 
 W, H = 40, 30
 
@@ -191,14 +193,14 @@ def test_annotations_for_absent_images_are_summarised(tmp_path, capsys):
     (tmp_path / "points1.json").write_text(sloth({**absent, "w_1.jpg": (3.0, 4.0)}))
     s = load_survey(tmp_path)
     assert len(s.problems) == 500 and list(s.bonnet) == ["w_1.jpg"]
-    data.report_problems(s.problems, limit=3)
+    formats.report_problems(s.problems, limit=3)
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "500 data problem(s); the items were skipped:"
     assert err[1] == "  500 x annotation for an image not in this directory"
     assert err[2].endswith(
         "points1.json:2: w_100.jpg: annotation for an image not in this directory")
     assert err[-1] == "    ... and 497 more" and len(err) == 6
-    data.report_problems([])
+    formats.report_problems([])
     assert capsys.readouterr().err == ""
 
 
@@ -220,7 +222,7 @@ def test_project_annotations_are_the_fallback_of_a_kaggle_download(tmp_path):
 def test_the_shipped_real_points_load():
     """annotations/points1.json and points2.json: Anil Thomas's bonnet and blowhead points of the 4,544
     Kaggle training photos (Apache-2.0, annotations/LICENSE-points)."""
-    from rightwhale.data import read_sloth
+    from rightwhale.io.formats import read_sloth
     folder = Path(__file__).resolve().parents[1] / "annotations"
     read = {}
     for name in ("points1.json", "points2.json"):
@@ -357,7 +359,7 @@ def test_pixels_that_cannot_be_represented_are_converted_or_refused(tmp_path, mo
     Image.fromarray(np.ones((8, 8), np.float32)).save(tmp_path / "float.tiff")
     with pytest.raises(BadImage, match="float.tiff: F .*convert the photo to 8-bit RGB"):
         read_image(tmp_path / "float.tiff")
-    monkeypatch.setattr("rightwhale.images.MAX_MEGAPIXELS", 0.001)       # 1,000 pixels
+    monkeypatch.setattr("rightwhale.io.images.MAX_MEGAPIXELS", 0.001)       # 1,000 pixels
     with pytest.raises(BadImage, match=r"rgb.jpg: .* megapixels, above the limit"):
         read_image(write_jpeg(tmp_path / "rgb.jpg"))
 
@@ -410,9 +412,9 @@ def test_data_dir_resolution(tmp_path, monkeypatch):
         data.resolve_data_dir(str(tmp_path / "nowhere"))
     assert data.resolve_data_dir(str(tmp_path)) == tmp_path
     calls = []
-    fake = types.ModuleType("rightwhale.synth")
+    fake = types.ModuleType("rightwhale.io.synth")
     fake.generate_survey = lambda out, progress=True: (calls.append(out), write_survey(out, LABELS))
-    monkeypatch.setitem(sys.modules, "rightwhale.synth", fake)
+    monkeypatch.setitem(sys.modules, "rightwhale.io.synth", fake)
     monkeypatch.setenv("RIGHTWHALE_DATA", str(tmp_path / "survey"))
     assert data.resolve_data_dir(None) == tmp_path / "survey"
     assert data.resolve_data_dir(None) == tmp_path / "survey"

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from rightwhale.ensemble import run_ensemble
+from rightwhale.stages.ensemble import run_ensemble
 
 
 def fake_run(folder, probs_of, rng, k=4, per_class=10):

@@ -3,16 +3,16 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import TINY
-from rightwhale import matching
-from rightwhale.config import Match
-from rightwhale.crop import crop_data_dir
-from rightwhale.data import DataError
-from rightwhale.ensemble import main as ensemble_main
+
+from rightwhale.cli.catalogue import main as catalogue_main
+from rightwhale.cli.ensemble import main as ensemble_main
+from rightwhale.core.config import Match
+from rightwhale.core.errors import DataError
+from rightwhale.io.crop_folders import crop_data_dir
+from rightwhale.scorers import matching
+from rightwhale.scorers.match_run import MatchRun
 from rightwhale.stages import main as train_main
-from rightwhale.catalogue import main as catalogue_main
-from rightwhale.stages.match import MatchRun
 
 EXACT = Match(index="exact", shortlist=3)
 
@@ -239,7 +239,7 @@ def test_match_settings_from_the_command_line(crops, tmp_path, capsys):
 def test_match_pictures_take_any_crop_shape(tmp_path):
     from PIL import Image
 
-    from rightwhale import plots
+    from rightwhale.views import plots
     rows = [{"query": np.random.default_rng(0).random((30, 200, 1)), "candidate": np.zeros((400, 20, 3), np.uint8),
              "query_xy": [[1, 2]], "candidate_xy": [[3, 4]], "title": "grey float query, tall candidate"},
             {"query": np.zeros((2, 900), np.uint8), "candidate": np.zeros((50, 50, 3), np.uint8),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from rightwhale import metrics
+from rightwhale.core import metrics
 
 
 def test_log_loss_matches_sklearn_on_normalised_probabilities():

@@ -6,17 +6,17 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-
 from conftest import TINY as SURVEY
+
 from rightwhale.__main__ import main as rightwhale_main
-from rightwhale.config import Split
-from rightwhale.data import load_survey
-from rightwhale.ensemble import main as ensemble_main
-from rightwhale.evaluate import evaluate
-from rightwhale.split import ensure_split, load_split, make_split
-from rightwhale.stacking import LogLinearPool, Stacker
+from rightwhale.cli.ensemble import main as ensemble_main
+from rightwhale.cli.evaluate import evaluate
+from rightwhale.core.config import Split
+from rightwhale.ensemble.stacking import LogLinearPool, Stacker
+from rightwhale.io.split import ensure_split, load_split, make_split
+from rightwhale.io.submission import check_submission, read_submission
+from rightwhale.io.survey import load_survey
 from rightwhale.stages import main
-from rightwhale.submission import check_submission, read_submission
 
 TINY = ["--epochs", "1", "--batch-size", "4", "--no-progress"]
 RUN_FILES = ["config.json", "best.msgpack", "last.msgpack", "history.json", "history.png", "report.md",
@@ -227,8 +227,9 @@ def test_ensemble_stacks_out_of_fold_features(pipeline):
     # fitted on the members' validation (out-of-fold) features, not on their training images: what the stacker
     # and the pool keep of their fitting rows (the prior of their labels, the stacker's feature means) is that of
     # the stored split's validation photos, rows gathered here by name from each member's features.npz
-    from rightwhale.ensemble import load_features, stack_features
-    from rightwhale.metrics import class_prior
+    from rightwhale.core.metrics import class_prior
+    from rightwhale.core.records import load_features
+    from rightwhale.ensemble.members import stack_features
     data = load_survey(survey)
     stored = load_split(data)
     pool = LogLinearPool.load(runs / "ensemble" / "pool.npz")
@@ -379,7 +380,7 @@ def test_a_second_writer_of_a_run_folder_is_refused(pipeline, tmp_path, capsys):
     folder = tmp_path / "run"
     shutil.copytree(pipeline.runs / "classify-aligned-resnet19", folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom rightwhale import runlock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom rightwhale.core import runlock\n"
                                f"with runlock.hold({str(folder)!r}):\n    print('held', flush=True)\n"
                                "    time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
     try:
@@ -398,7 +399,7 @@ def test_a_second_writer_of_a_run_folder_is_refused(pipeline, tmp_path, capsys):
 
 
 def test_corrupt_artefacts_are_one_line_errors(pipeline, tmp_path, capsys):
-    from rightwhale.evaluate import main as evaluate_main
+    from rightwhale.cli.evaluate import main as evaluate_main
     survey, runs = pipeline.survey, pipeline.runs
     pipeline.ensure("ensemble")
     copy = tmp_path / "runs"
@@ -423,7 +424,7 @@ def test_corrupt_artefacts_are_one_line_errors(pipeline, tmp_path, capsys):
 
 def test_the_final_six_model_ensemble_trains_what_is_missing(pipeline, tmp_path, monkeypatch):
     import rightwhale.stages
-    from rightwhale.ensemble import FINAL_SIX
+    from rightwhale.ensemble.members import FINAL_SIX
     pipeline.ensure("classify")
     root = tmp_path / "runs"
     trained_run = pipeline.runs / "classify-aligned-resnet19"
@@ -450,6 +451,7 @@ def test_process_1_of_several_hosts_writes_no_crops(tmp_path, monkeypatch):
     import types
 
     import jax
+
     from rightwhale.stages.crops import write_crops
     monkeypatch.setattr(jax, "process_index", lambda: 1)
     ws = types.SimpleNamespace(path=lambda name: tmp_path / name)      # any use of the workspace would fail

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rightwhale.config import ORIGINAL_DEFINITIONS, stage_config
+from rightwhale.core.config import ORIGINAL_DEFINITIONS, stage_config
 from rightwhale.models import get_model
 
 # definition: input, batch, optimizer, lr start -> end (None: constant), l2, max epochs, shift, shear (rad),
@@ -63,10 +63,10 @@ def test_the_original_preset_runs_as_the_original_ran():
     import jax
     import jax.numpy as jnp
 
-    from rightwhale import training
-    from rightwhale.config import Augment
-    from rightwhale.transforms import augment_batch
+    from rightwhale.core.config import Augment
+    from rightwhale.geometry.transforms import augment_batch
     from rightwhale.models import MODELS
+    from rightwhale.train import state as train_steps
     for stage in ("naive", "localize", "align", "classify"):
         for preset in ("original", "cpu"):        # both presets: L2 on gamma, nearest-neighbour warp
             cfg = stage_config(stage, preset)
@@ -75,8 +75,8 @@ def test_the_original_preset_runs_as_the_original_ran():
         assert get_model(name, 3).bn_momentum == 0.9, name
     # L2 over kernels and batch-norm gammas, not biases or betas
     params = {"conv": {"kernel": jnp.full((3, 3), 2.0)}, "bn": {"scale": jnp.full(4, 3.0), "bias": jnp.ones(4)}}
-    assert float(training.l2_penalty(params)) == 36.0
-    assert float(training.l2_penalty(params, gamma=True)) == 36.0 + 36.0
+    assert float(train_steps.l2_penalty(params)) == 36.0
+    assert float(train_steps.l2_penalty(params, gamma=True)) == 36.0 + 36.0
     # the nearest-neighbour warp only moves pixel values, never blends them
     image = jnp.asarray(np.random.default_rng(0).random((2, 16, 16, 1)), jnp.float32)
     warped, _, _ = augment_batch(jax.random.PRNGKey(0), image, Augment(probability=1.0, rotations=(30.0,),

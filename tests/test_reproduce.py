@@ -1,12 +1,12 @@
-"""The reproduction reuses a finished step only when it is the step it would run (rightwhale.reproduce)."""
+"""The reproduction reuses a finished step only when it is the step it would run (rightwhale.cli.reproduce)."""
 import json
 import os
 
 import pytest
 
-from rightwhale import reproduce
-from rightwhale.config import stage_config
-from rightwhale.reproduce import _run_step
+from rightwhale.cli import reproduce
+from rightwhale.cli.reproduce import _run_step
+from rightwhale.core.config import stage_config
 
 
 def finished_run(folder, data_dir, preset="cpu", epochs=60, **settings):

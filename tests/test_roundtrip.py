@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rightwhale import data
-from rightwhale.cache import build_cache
-from rightwhale.config import CPU_TTA, ORIGINAL_TTA
-from rightwhale.tta import predict_with_tta
-from rightwhale.stages.workspace import Rows
+from rightwhale.core.config import CPU_TTA, ORIGINAL_TTA
+from rightwhale.io import formats
+from rightwhale.io import survey as data
+from rightwhale.io.cache import Rows, build_cache
+from rightwhale.train.tta import predict_with_tta
 
 SIZE = 64            # the cache
 BLOB = 2.0           # blob sigma in cache pixels (wider in photo pixels along a photo's longer side)
@@ -48,8 +48,8 @@ def photo_survey(tmp_path_factory):
         rgb = np.stack([blob(wh, bonnet[name]), blob(wh, blowhead[name]), rng.uniform(0, 1, wh[::-1])], -1)
         Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(root / "imgs" / name)
     (root / "train.csv").write_text("Image,whaleID\n" + "".join(f"{n},whale_a\n" for n in PHOTOS))
-    (root / "points1.json").write_text(json.dumps(data.sloth_points(bonnet)))
-    (root / "points2.json").write_text(json.dumps(data.sloth_points(blowhead)))
+    (root / "points1.json").write_text(json.dumps(formats.sloth_points(bonnet)))
+    (root / "points2.json").write_text(json.dumps(formats.sloth_points(blowhead)))
     return root
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from rightwhale.saliency import occlusion_boxes, occlusion_map
+from rightwhale.views.saliency import occlusion_boxes, occlusion_map
 
 
 def test_boxes_cover_every_pixel():

@@ -1,14 +1,15 @@
-"""The one stored train/validation split (rightwhale.split)."""
+"""The one stored train/validation split (rightwhale.io.split)."""
 import json
 from collections import Counter
 
 import numpy as np
 import pytest
-
-from rightwhale import config
-from rightwhale.data import DataError, Survey
-from rightwhale.split import SplitMismatch, ensure_split, fingerprint, load_split, main, make_split
 from test_data import LABELS, no_project_annotations, write_survey  # noqa: F401
+
+from rightwhale.core import config
+from rightwhale.core.errors import DataError
+from rightwhale.io.split import SplitMismatch, ensure_split, fingerprint, load_split, main, make_split
+from rightwhale.io.survey import Survey
 
 
 def survey_labels(n_whales=60, seed=0):
@@ -79,7 +80,7 @@ def test_stored_split_is_reused_and_guarded(tmp_path):
 
 def test_missing_or_broken_split_file(tmp_path):
     survey = Survey(root=tmp_path, train=survey_labels(), test=[], classes=[])
-    with pytest.raises(DataError, match="no stored split.*python -m rightwhale.split --data-dir"):
+    with pytest.raises(DataError, match="no stored split.*python -m rightwhale split --data-dir"):
         load_split(survey)
     (tmp_path / ".rightwhale").mkdir()
     (tmp_path / ".rightwhale" / "split.json").write_text("{not json")

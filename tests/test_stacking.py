@@ -3,8 +3,8 @@ import pytest
 from sklearn.base import clone
 from sklearn.model_selection import KFold
 
-from rightwhale.metrics import log_loss
-from rightwhale.stacking import LogLinearPool, Stacker, choose_params, cross_val_choice, nested_cv_proba
+from rightwhale.core.metrics import log_loss
+from rightwhale.ensemble.stacking import LogLinearPool, Stacker, choose_params, cross_val_choice, nested_cv_proba
 
 
 def blobs(n_per_class=6, classes=4, dim=8, noise=1.0, seed=0):
@@ -112,7 +112,7 @@ def test_every_class_has_a_column_when_the_fit_lacks_classes():
 
 
 def test_log_linear_pool_trusts_the_member_that_knows():
-    from rightwhale.stacking import LogLinearPool, cross_val_pool
+    from rightwhale.ensemble.stacking import LogLinearPool, cross_val_pool
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 8, 120)
     sharp = np.full((120, 8), 0.02)
@@ -128,7 +128,7 @@ def test_log_linear_pool_trusts_the_member_that_knows():
 
 
 def test_corrupt_stacker_and_pool_files_are_named(tmp_path):
-    from rightwhale.data import DataError
+    from rightwhale.core.errors import DataError
     X, y = blobs()
     Stacker(num_classes=5, C=0.3).fit(X, y).save(tmp_path / "stacker.npz")
     probs = np.stack([np.full((len(y), 5), 0.2)] * 2)
@@ -158,7 +158,7 @@ def test_a_grid_search_fits_each_C_once_per_fold(monkeypatch):
     """The floor does not change the fit: one logistic regression per C and fold, as before GridSearchCV."""
     from sklearn.linear_model import LogisticRegression
 
-    from rightwhale import stacking
+    from rightwhale.ensemble import stacking
     fits = []
     real_fit = LogisticRegression.fit
     monkeypatch.setattr(LogisticRegression, "fit", lambda self, X, y: fits.append(self.C) or real_fit(self, X, y))

@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from rightwhale.submission import check_submission, read_submission, write_submission
+from rightwhale.io.submission import check_submission, read_submission, write_submission
 
 
 def test_round_trip_and_check(tmp_path):

@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from rightwhale import novelty
 from rightwhale.__main__ import main as rightwhale_main
-from rightwhale.crop import crop_data_dir
-from rightwhale.evaluate import open_set
+from rightwhale.cli.evaluate import open_set
+from rightwhale.io.crop_folders import crop_data_dir
+from rightwhale.scorers import novelty
+from rightwhale.scorers.match_run import MatchRun
 from rightwhale.stages import main as train_main
-from rightwhale.stages.match import MatchRun
 
 
 def test_threshold_costs_known_whales_at_most_the_share_asked():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rightwhale import synth
+from rightwhale.io import synth
 
 SMALL = dict(width=64, height=48, workers=1, progress=False)
 LAYOUT = {"train.csv", "test_labels.csv", "sample_submission.csv", "whale_types.csv", "points1.json",

@@ -23,8 +23,10 @@ import numpy as np
 import optax
 import pytest
 
-from rightwhale import checkpoint, training
-from rightwhale.config import Train
+from rightwhale.core.config import Train
+from rightwhale.io import checkpoint
+from rightwhale.train import feed, loop
+from rightwhale.train import state as train_steps
 
 TESTS_DIR = Path(__file__).parent
 
@@ -58,8 +60,8 @@ def make_data(n, seed, targets=None):
 NET = TinyNet()
 NET_NO_DROPOUT = TinyNet(dropout=0.0)
 REGRESSOR = TinyNet(outputs=1)
-TASK = training.classification_task(augment=random_flip)
-PLAIN_TASK = training.classification_task()
+TASK = train_steps.classification_task(augment=random_flip)
+PLAIN_TASK = train_steps.classification_task()
 CFG = Train(batch_size=4, max_epochs=4, patience=100, learning_rate=1e-2, l2=1e-4)
 TRAIN, VALID = make_data(26, 0), make_data(6, 1)     # ragged train end dropped, valid padded
 
@@ -70,7 +72,7 @@ def _copy(tree):
 
 
 def _state(model=NET, cfg=CFG, seed=0):
-    return training.create_train_state(model, cfg, (8, 8, 3), 6, jax.random.PRNGKey(seed))
+    return train_steps.create_train_state(model, cfg, (8, 8, 3), 6, jax.random.PRNGKey(seed))
 
 
 def _batch(data, rows):
@@ -93,7 +95,7 @@ def _assert_same_run(dir_a, dir_b):
 def reference(tmp_path_factory):
     """One uninterrupted 4-epoch run, compared against by several tests."""
     run_dir, lines = tmp_path_factory.mktemp("reference"), []
-    _, history = training.fit(NET, CFG, TASK, TRAIN, VALID, run_dir, progress=False, log=lines.append)
+    _, history = loop.fit(NET, CFG, TASK, TRAIN, VALID, run_dir, progress=False, log=lines.append)
     return run_dir, history, lines
 
 
@@ -104,7 +106,7 @@ def test_small_net_overfits_a_tiny_batch():
     batch = {"image": TRAIN["image"][:4], "target": np.array([0, 1, 2, 0], np.int32)}
     losses = []
     for _ in range(150):
-        state, metrics = training.train_step(state, batch, PLAIN_TASK)
+        state, metrics = train_steps.train_step(state, batch, PLAIN_TASK)
         losses.append(float(metrics["loss"]))
     assert losses[0] > 0.5 and losses[-1] < 0.05, losses[::25]
     assert float(metrics["accuracy"]) == 1.0
@@ -113,13 +115,13 @@ def test_small_net_overfits_a_tiny_batch():
 def test_batch_norm_statistics_update_only_in_training():
     state = _state()
     before = jax.device_get(state.batch_stats)
-    state, _ = training.train_step(_copy(state), _batch(TRAIN, slice(0, 4)), TASK)
+    state, _ = train_steps.train_step(_copy(state), _batch(TRAIN, slice(0, 4)), TASK)
     after = jax.device_get(state.batch_stats)
     assert not np.allclose(before["BatchNorm_0"]["mean"], after["BatchNorm_0"]["mean"])
     # Eval mode normalises with the running statistics: an image's output does not
     # depend on the other images of its batch (it would with batch statistics).
-    out_a = training.eval_step(state, _batch(TRAIN, [0, 1, 2, 3]), TASK)[1]
-    out_b = training.eval_step(state, _batch(TRAIN, [0, 7, 8, 9]), TASK)[1]
+    out_a = train_steps.eval_step(state, _batch(TRAIN, [0, 1, 2, 3]), TASK)[1]
+    out_b = train_steps.eval_step(state, _batch(TRAIN, [0, 7, 8, 9]), TASK)[1]
     np.testing.assert_allclose(out_a[0], out_b[0], rtol=1e-6)
     np.testing.assert_array_equal(jax.device_get(state.batch_stats)["BatchNorm_0"]["mean"],
                                   after["BatchNorm_0"]["mean"])
@@ -130,17 +132,17 @@ def test_dropout_only_in_training():
     for model, differs in ((NET, True), (NET_NO_DROPOUT, False)):
         state = _state(model)
         keys = jax.random.split(jax.random.PRNGKey(5), 2)
-        losses = [float(training.train_step(_copy(state).replace(key=k), batch, PLAIN_TASK)[1]["loss"])
+        losses = [float(train_steps.train_step(_copy(state).replace(key=k), batch, PLAIN_TASK)[1]["loss"])
                   for k in keys]
         assert (losses[0] != losses[1]) == differs, (model, losses)
-        outputs = [training.eval_step(state.replace(key=k), batch, PLAIN_TASK)[1] for k in keys]
+        outputs = [train_steps.eval_step(state.replace(key=k), batch, PLAIN_TASK)[1] for k in keys]
         np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
 def test_l2_penalty_counts_kernels_only():
     params = jax.device_get(_state().params)
     expected = np.sum(params["Conv_0"]["kernel"] ** 2) + np.sum(params["Dense_0"]["kernel"] ** 2)
-    assert float(training.l2_penalty(params)) == pytest.approx(expected, rel=1e-6)
+    assert float(train_steps.l2_penalty(params)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_step_decay_matches_nolearn_utils():
@@ -151,11 +153,11 @@ def test_step_decay_matches_nolearn_utils():
     for epoch in range(1, 6):
         used.append(rate)
         rate = steps[epoch - 1]
-    np.testing.assert_allclose([float(training.epoch_learning_rate(cfg, e)) for e in range(5)], used,
+    np.testing.assert_allclose([float(train_steps.epoch_learning_rate(cfg, e)) for e in range(5)], used,
                                rtol=1e-6)
     # Lasagne's nesterov_momentum on f(w) = |w|^2 / 2 (gradient w), 2 steps per epoch
     w, velocity = np.array([1.0, -2.0]), np.zeros(2)
-    tx = training.make_optimizer(cfg, 2)
+    tx = train_steps.make_optimizer(cfg, 2)
     params = jnp.array(w, jnp.float32)
     opt_state = tx.init(params)
     for step in range(10):
@@ -169,7 +171,7 @@ def test_step_decay_matches_nolearn_utils():
 
 def test_unknown_optimizer_is_rejected():
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
-        training.make_optimizer(Train(optimizer="sgd"), 1)
+        train_steps.make_optimizer(Train(optimizer="sgd"), 1)
 
 
 # --- predict ------------------------------------------------------------------------------------
@@ -179,18 +181,18 @@ def test_predict_any_number_of_images_and_memmaps(tmp_path):
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     images = TRAIN["image"][:9]
     direct, extras = NET.apply(variables, images.astype(np.float32) / 255 - 0.5)
-    outputs, features = training.predict(NET, variables, images[:3], batch_size=4)
+    outputs, features = feed.predict(NET, variables, images[:3], batch_size=4)
     assert outputs.shape == (3, 3) and features.shape == (3, 8)
     np.testing.assert_allclose(outputs, direct[:3], rtol=1e-5, atol=1e-6)
     np.save(tmp_path / "images.npy", images)
     memmap = np.load(tmp_path / "images.npy", mmap_mode="r")
-    outputs, features = training.predict(NET, variables, memmap, batch_size=4)
+    outputs, features = feed.predict(NET, variables, memmap, batch_size=4)
     np.testing.assert_allclose(outputs, direct, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(features, extras["pre_logits"], rtol=1e-5, atol=1e-6)
-    empty = training.predict(NET, variables, images[:0], batch_size=4)
+    empty = feed.predict(NET, variables, images[:0], batch_size=4)
     assert [e.shape for e in empty] == [(0, 3), (0, 8)]
     with pytest.raises(ValueError, match="must be uint8"):
-        training.predict(NET, variables, images.astype(np.float32), batch_size=4)
+        feed.predict(NET, variables, images.astype(np.float32), batch_size=4)
 
 
 # --- fit ----------------------------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def test_fit_writes_table_history_and_plot(reference):
     last = checkpoint.load(run_dir / "last.msgpack")
     assert last["best_epoch"] == best["epoch"]
     # 6 validation images in batches of 4: the padded copies must not count.
-    logits, _ = training.predict(NET, last["state"], VALID["image"], batch_size=4)
+    logits, _ = feed.predict(NET, last["state"], VALID["image"], batch_size=4)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, VALID["target"])
     assert history[-1]["valid_loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
     assert history[-1]["valid_accuracy"] == pytest.approx(np.mean(logits.argmax(1) == VALID["target"]))
@@ -223,7 +225,7 @@ def test_fit_writes_table_history_and_plot(reference):
 
 
 def test_epoch_choice_reads_the_loss_of_the_half_that_did_not_choose():
-    from rightwhale.history import epoch_choice
+    from rightwhale.io.history import epoch_choice
     # half 0 likes epoch 2 (0.5), where half 1 reads 2.0; half 1 likes epoch 1 (1.0), where half 0 reads 3.0
     history = [{"valid_loss": 2.0, "valid_loss_half0": 3.0, "valid_loss_half1": 1.0},
                {"valid_loss": 1.25, "valid_loss_half0": 0.5, "valid_loss_half1": 2.0}]
@@ -233,10 +235,10 @@ def test_epoch_choice_reads_the_loss_of_the_half_that_did_not_choose():
 
 
 def test_resume_equals_uninterrupted(reference, tmp_path):
-    training.fit(NET, dataclasses.replace(CFG, max_epochs=2), TASK, TRAIN, VALID, tmp_path, progress=False,
+    loop.fit(NET, dataclasses.replace(CFG, max_epochs=2), TASK, TRAIN, VALID, tmp_path, progress=False,
                  log=lambda line: None)
     lines = []
-    training.fit(NET, CFG, TASK, TRAIN, VALID, tmp_path, resume=True, progress=False, log=lines.append)
+    loop.fit(NET, CFG, TASK, TRAIN, VALID, tmp_path, resume=True, progress=False, log=lines.append)
     assert lines[0] == f"resuming {tmp_path} after epoch 2"
     _assert_same_run(reference[0], tmp_path)
 
@@ -251,11 +253,11 @@ def test_kill_9_mid_run_then_resume(reference, tmp_path):
         import sys, time
         sys.path.insert(0, {str(TESTS_DIR)!r})
         import test_training as t
-        from rightwhale import training
+        from rightwhale.train import feed, loop, sharding, state as train_steps
         def log(line):
             print(line, flush=True)
             time.sleep(0.3)
-        training.fit(t.NET, t.CFG, t.TASK, t.TRAIN, t.VALID, sys.argv[1], progress=False, log=log)
+        loop.fit(t.NET, t.CFG, t.TASK, t.TRAIN, t.VALID, sys.argv[1], progress=False, log=log)
     """)
     proc = subprocess.Popen([sys.executable, "-c", child, str(tmp_path)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -273,25 +275,25 @@ def test_kill_9_mid_run_then_resume(reference, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     interrupted_at = checkpoint.load(tmp_path / "last.msgpack")["epoch"]
     assert 1 <= interrupted_at < CFG.max_epochs
-    training.fit(NET, CFG, TASK, TRAIN, VALID, tmp_path, resume=True, progress=False, log=lambda line: None)
+    loop.fit(NET, CFG, TASK, TRAIN, VALID, tmp_path, resume=True, progress=False, log=lambda line: None)
     _assert_same_run(reference[0], tmp_path)
 
 
 def test_early_stopping_keeps_best_weights(tmp_path):
     # Training pulls every output towards 1; validation wants 0.3: its loss falls, then rises.
-    regress = training.regression_task()
+    regress = train_steps.regression_task()
     train = make_data(16, 2, np.ones((16, 1), np.float32))
     valid = make_data(8, 3, np.full((8, 1), 0.3, np.float32))
     cfg = Train(batch_size=4, max_epochs=30, patience=2, learning_rate=0.005, l2=0.0)
     lines = []
-    _, history = training.fit(REGRESSOR, cfg, regress, train, valid, tmp_path / "a",
+    _, history = loop.fit(REGRESSOR, cfg, regress, train, valid, tmp_path / "a",
                               progress=False, log=lines.append)
     best_epoch = int(np.argmin([r["valid_loss"] for r in history])) + 1
     assert best_epoch >= 2 and len(history) == best_epoch + cfg.patience < cfg.max_epochs
     assert lines[-1].startswith("Early stopping: best valid loss")
     assert lines[-1].endswith(f"epoch {best_epoch}.")
     # The best weights are those of a run that simply ended at the best epoch.
-    training.fit(REGRESSOR, dataclasses.replace(cfg, max_epochs=best_epoch), regress, train, valid,
+    loop.fit(REGRESSOR, dataclasses.replace(cfg, max_epochs=best_epoch), regress, train, valid,
                  tmp_path / "b", progress=False, log=lambda line: None)
     best = checkpoint.load_variables(tmp_path / "a" / "best.msgpack")
     at_best_epoch = checkpoint.load(tmp_path / "b" / "last.msgpack")["state"]
@@ -299,7 +301,7 @@ def test_early_stopping_keeps_best_weights(tmp_path):
         for x, y in zip(jax.tree_util.tree_leaves(best[key]), jax.tree_util.tree_leaves(at_best_epoch[key])):
             np.testing.assert_array_equal(x, y)
     # Resuming a run that already stopped trains no further.
-    _, again = training.fit(REGRESSOR, cfg, regress, train, valid, tmp_path / "a", resume=True,
+    _, again = loop.fit(REGRESSOR, cfg, regress, train, valid, tmp_path / "a", resume=True,
                             progress=False, log=lambda line: None)
     assert again == history
 
@@ -310,12 +312,12 @@ def _nan_cross_entropy(logits, labels):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoints(tmp_path):
     cfg = dataclasses.replace(CFG, max_epochs=1)
-    training.fit(NET, cfg, TASK, TRAIN, VALID, tmp_path, progress=False, log=lambda line: None)
+    loop.fit(NET, cfg, TASK, TRAIN, VALID, tmp_path, progress=False, log=lambda line: None)
     names = ("last.msgpack", "best.msgpack", "history.json")
     before = {name: (tmp_path / name).read_bytes() for name in names}
     poisoned = dataclasses.replace(TASK, loss=_nan_cross_entropy)
     with pytest.raises(FloatingPointError, match=r"epoch 2: training loss is nan.*epoch 1"):
-        training.fit(NET, CFG, poisoned, TRAIN, VALID, tmp_path, resume=True, progress=False,
+        loop.fit(NET, CFG, poisoned, TRAIN, VALID, tmp_path, resume=True, progress=False,
                      log=lambda line: None)
     assert {name: (tmp_path / name).read_bytes() for name in names} == before
     variables = checkpoint.load_variables(tmp_path / "best.msgpack")
@@ -325,14 +327,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoints(tmp_path):
 def test_fit_rejects_bad_input(tmp_path, reference):
     as_float = {"image": TRAIN["image"].astype(np.float32), "target": TRAIN["target"]}
     with pytest.raises(ValueError, match="train: images must be uint8"):
-        training.fit(NET, CFG, TASK, as_float, VALID, tmp_path)
+        loop.fit(NET, CFG, TASK, as_float, VALID, tmp_path)
     with pytest.raises(ValueError, match="valid: 6 images but 5 targets"):
-        training.fit(NET, CFG, TASK, TRAIN, {"image": VALID["image"], "target": VALID["target"][:5]},
+        loop.fit(NET, CFG, TASK, TRAIN, {"image": VALID["image"], "target": VALID["target"][:5]},
                      tmp_path)
     with pytest.raises(ValueError, match="no full batch of 64"):
-        training.fit(NET, dataclasses.replace(CFG, batch_size=64), TASK, TRAIN, VALID, tmp_path)
+        loop.fit(NET, dataclasses.replace(CFG, batch_size=64), TASK, TRAIN, VALID, tmp_path)
     with pytest.raises(FileExistsError, match="resume=True"):
-        training.fit(NET, CFG, TASK, TRAIN, VALID, reference[0])
+        loop.fit(NET, CFG, TASK, TRAIN, VALID, reference[0])
 
 
 # --- data parallel --------------------------------------------------------------------------------
@@ -343,26 +345,26 @@ def test_two_devices_match_one(reference, tmp_path):
         sys.path.insert(0, {str(TESTS_DIR)!r})
         import jax, numpy as np
         import test_training as t
-        from rightwhale import training
+        from rightwhale.train import feed, loop, sharding, state as train_steps
         assert len(jax.devices()) == 2, jax.devices()
         batch = t._batch(t.TRAIN, slice(0, 4))
         results = []
-        for mesh in (training.data_mesh(jax.devices()[:1]), training.data_mesh()):
-            state = training.create_train_state(t.NET, t.CFG, (8, 8, 3), 6, jax.random.PRNGKey(0), mesh)
+        for mesh in (sharding.data_mesh(jax.devices()[:1]), sharding.data_mesh()):
+            state = train_steps.create_train_state(t.NET, t.CFG, (8, 8, 3), 6, jax.random.PRNGKey(0), mesh)
             for step in range(2):
-                sharded = training.shard_batch(batch, mesh)
-                state, metrics = training.train_step(state, sharded, t.TASK)
+                sharded = sharding.shard_batch(batch, mesh)
+                state, metrics = train_steps.train_step(state, sharded, t.TASK)
             assert len(sharded["image"].sharding.device_set) == mesh.size
             assert len(state.params["Dense_0"]["kernel"].sharding.device_set) == mesh.size
             results.append(jax.device_get((metrics["loss"], state.params, state.batch_stats)))
         for a, b in zip(*(jax.tree_util.tree_leaves(r) for r in results)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         try:
-            training.predict(t.NET, {{"params": state.params}}, t.TRAIN["image"], batch_size=3)
+            feed.predict(t.NET, {{"params": state.params}}, t.TRAIN["image"], batch_size=3)
             raise AssertionError("batch size 3 on 2 devices was accepted")
         except ValueError as e:
             assert "multiple of the 2 devices" in str(e), e
-        _, history = training.fit(t.NET, t.CFG, t.TASK, t.TRAIN, t.VALID, sys.argv[1], progress=False,
+        _, history = loop.fit(t.NET, t.CFG, t.TASK, t.TRAIN, t.VALID, sys.argv[1], progress=False,
                                   log=lambda line: None)
         print("VALID_LOSSES", [r["valid_loss"] for r in history])
     """)

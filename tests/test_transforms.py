@@ -8,8 +8,8 @@ from scipy.ndimage import find_objects
 from skimage.transform import AffineTransform, SimilarityTransform
 from skimage.transform import warp as sk_warp
 
-from rightwhale import transforms as T
-from rightwhale.config import ALIGN_AUGMENT, NAIVE_AUGMENT, Augment
+from rightwhale.core.config import ALIGN_AUGMENT, NAIVE_AUGMENT, Augment
+from rightwhale.geometry import transforms as T
 
 SIZE = 48
 

@@ -2,9 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rightwhale import transforms as T
-from rightwhale.config import ORIGINAL_TTA
-from rightwhale.tta import tta_matrices, tta_matrices_from_config, tta_predict_points
+from rightwhale.core.config import ORIGINAL_TTA
+from rightwhale.geometry import transforms as T
+from rightwhale.train.tta import tta_matrices, tta_matrices_from_config, tta_predict_points
 
 SIZE = 32
 TRUE_POINTS = np.array([[[20.0, 14.0], [12.0, 17.0]], [[11.0, 11.0], [19.0, 21.0]]], np.float32)  # (B, K, 2)

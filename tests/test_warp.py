@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from rightwhale import transforms as T
+from rightwhale.geometry import transforms as T
 
 HW = (37, 53)           # odd, non-square input
 OUT_HW = (29, 61)       # output of another size: shorter and wider

@@ -3,7 +3,7 @@ python -m rightwhale.models --list: the registered names, each with its docstrin
 import argparse
 import sys
 
-from rightwhale.config import original_recipe
+from rightwhale.core.config import original_recipe
 
 from . import MODELS, REGRESSION_OUTPUTS, get_model, layer_table, model_names
 

@@ -14,9 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-from rightwhale import history as history_io, runlock
-from rightwhale.config import PRESETS, STAGES, Match, stage_config
-from rightwhale.data import DataError, report_problems, resolve_data_dir
+from rightwhale.core import runlock
+from rightwhale.core.config import PRESETS, STAGES, Match, stage_config
+from rightwhale.core.errors import DataError
+from rightwhale.io import history as history_io
+from rightwhale.io.formats import report_problems
+from rightwhale.io.survey import resolve_data_dir
 
 CROP_STAGES = ("classify", "match")     # the stages that read head crops
 
@@ -61,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
                    help="classify only: auxiliary heads for the whale's pattern type (whale_types.csv) and the "
                         "bonnet/blowhead position in the crop, as the 1st place team did")
     p.add_argument("--match-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="match only: change one of the matcher's settings (Match in rightwhale/config.py), "
+                   help="match only: change one of the matcher's settings (Match in rightwhale/core/config.py), "
                         "e.g. --match-set inlier_weight=0 (repeatable)")
     p.add_argument("--runs", default="runs", help="folder of run folders (default ./runs)")
     p.add_argument("--run-dir", help="this run's folder (default RUNS/<stage>, classify: RUNS/classify-<crops>-<model>, "
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
                if getattr(args, a) is not None]
     if args.stage == "match" and (trained or args.continue_training):
         parser().error(f"{' '.join(trained) or '--continue-training'}: the matcher trains no network "
-                       "(its settings are Match in rightwhale/config.py)")
+                       "(its settings are Match in rightwhale/core/config.py)")
     if args.stage != "match" and args.match_set:
         parser().error("--match-set applies to --stage match only")
     if args.stage != "classify" and args.aux_targets:

@@ -17,16 +17,20 @@ import functools
 
 import numpy as np
 
-from rightwhale import crop, metrics, plots
-from rightwhale.checkpoint import load_variables
-from rightwhale.images import read_image
+from rightwhale.core import metrics
+from rightwhale.geometry import crop
+from rightwhale.geometry.transforms import augment_batch, transform_points
+from rightwhale.io.checkpoint import load_variables
+from rightwhale.io.images import read_image
 from rightwhale.models import get_model
-from rightwhale.report import write_report
 from rightwhale.stages import crops
 from rightwhale.stages.workspace import Workspace
-from rightwhale.training import fit, predict, regression_task
-from rightwhale.transforms import augment_batch, transform_points
-from rightwhale.tta import predict_with_tta
+from rightwhale.train.feed import predict
+from rightwhale.train.loop import fit
+from rightwhale.train.state import regression_task
+from rightwhale.train.tta import predict_with_tta
+from rightwhale.views import plots
+from rightwhale.views.report import write_report
 
 
 def augment_points(key, images, target, augment):

@@ -15,15 +15,17 @@ import numpy as np
 import optax
 from scipy.special import softmax
 
-from rightwhale import metrics, plots
-from rightwhale.data import DataError
-from rightwhale.checkpoint import load_variables
-from rightwhale.models import get_model
-from rightwhale.models.auxiliary import WithAuxiliaryHeads
-from rightwhale.report import write_report
+from rightwhale.core import metrics
+from rightwhale.core.errors import DataError
+from rightwhale.geometry.transforms import augment_batch
+from rightwhale.io.checkpoint import load_variables
+from rightwhale.scorers.classifier import build_classifier
 from rightwhale.stages.workspace import Workspace
-from rightwhale.training import Task, classification_task, fit, predict
-from rightwhale.transforms import augment_batch
+from rightwhale.train.feed import predict
+from rightwhale.train.loop import fit
+from rightwhale.train.state import Task, classification_task
+from rightwhale.views import plots
+from rightwhale.views.report import write_report
 
 AUX_WEIGHT = 0.1      # auxiliary losses next to the whale cross-entropy
 
@@ -31,15 +33,6 @@ AUX_WEIGHT = 0.1      # auxiliary losses next to the whale cross-entropy
 def augment_images(key, images, target, augment):
     images, _, _ = augment_batch(key, images, augment)
     return images, target
-
-
-# --- auxiliary targets (--aux-targets): target rows are [label, type, bonnet x, y, blowhead x, y] ---
-
-def build_classifier(model: str, num_classes: int, model_kwargs: dict, aux: dict | None = None):
-    """The classifier of a run, with its auxiliary heads when it was trained with them."""
-    net = get_model(model, num_classes, **model_kwargs)
-    extra = (aux or {}).get("types", 0) + (aux or {}).get("points", 0)
-    return WithAuxiliaryHeads(net, extra) if extra else net
 
 
 def auxiliary_layout(ws: Workspace, names) -> dict:

@@ -11,10 +11,12 @@ import json
 import shutil
 from pathlib import Path
 
-from rightwhale import atomic, crop
-from rightwhale.config import stage_config
-from rightwhale.data import DataError, load_survey, report_problems, resolve_data_dir, sloth_boxes, sloth_points, \
-    source_of
+from rightwhale.core import atomic
+from rightwhale.core.config import stage_config
+from rightwhale.core.errors import DataError
+from rightwhale.io.crop_folders import crop_data_dir
+from rightwhale.io.formats import report_problems, sloth_boxes, sloth_points
+from rightwhale.io.survey import load_survey, resolve_data_dir, source_of
 
 CROP_SOURCES = {"aligned": ("align", "head"), "boxes": ("localize", "box")}
 
@@ -30,7 +32,7 @@ def require_annotations(ws, has, need: str) -> None:
             raise MissingInput(f"{ws.survey.root}: {need} for {part} photos, and none has them; put the "
                                "annotation files in the data directory or in annotations/ (see "
                                "annotations/README.md), or generate a survey that has them: "
-                               "python -m rightwhale.synth --out DIR")
+                               "python -m rightwhale synth --out DIR")
 
 
 def write_crops(ws, kind: str, points: dict | None = None, boxes: dict | None = None) -> dict:
@@ -44,12 +46,12 @@ def write_crops(ws, kind: str, points: dict | None = None, boxes: dict | None = 
     if kind == "head":
         for file, which in (("points1.json", 0), ("points2.json", 1)):
             atomic.write_json(ws.path(file), sloth_points({n: p[which] for n, p in points.items()}))
-        made = crop.crop_data_dir(ws.survey.root, partial, size, size,
+        made = crop_data_dir(ws.survey.root, partial, size, size,
                                   points1=ws.path("points1.json"), points2=ws.path("points2.json"),
                                   predicted=True, progress=ws.progress)
     else:
         atomic.write_json(ws.path("boxes.json"), sloth_boxes(boxes))
-        made = crop.crop_data_dir(ws.survey.root, partial, size, size, boxes=ws.path("boxes.json"),
+        made = crop_data_dir(ws.survey.root, partial, size, size, boxes=ws.path("boxes.json"),
                                   progress=ws.progress)
     source = json.loads((partial / "source.json").read_text())
     atomic.write_json(partial / "source.json", source | {"stage": ws.cfg.stage, "run": str(ws.run_dir.resolve())})
@@ -75,7 +77,7 @@ def annotated_crops(runs_root: Path, data_dir=None, preset: str = "cpu", progres
     made = json.loads((out / "source.json").read_text()) if (out / "source.json").is_file() else {}
     if not made or source_of(out) != survey.resolve() or made.get("size") != [size, size]:
         shutil.rmtree(out, ignore_errors=True)
-        crop.crop_data_dir(survey, out, size, size, progress=progress)
+        crop_data_dir(survey, out, size, size, progress=progress)
     return out
 
 
@@ -106,7 +108,7 @@ def parent_survey(crops_dir: Path, data_dir=None, log=print):
     source = Path(crops_dir) / "source.json"
     if not source.is_file():
         log(f"{crops_dir} has no source.json: treated as a data set of its own, with its own split "
-            "(crops made by `python -m rightwhale.crop` name their survey; such a folder here was not)")
+            "(crops made by `python -m rightwhale crop` name their survey; such a folder here was not)")
         return None
     parent = Path(json.loads(source.read_text())["survey"])
     if data_dir is not None and Path(data_dir).resolve() != parent.resolve():

@@ -12,15 +12,18 @@ import functools
 
 import numpy as np
 
-from rightwhale import metrics, plots
-from rightwhale.checkpoint import load_variables
+from rightwhale.core import metrics
+from rightwhale.geometry.crop import head_crop_matrix
+from rightwhale.geometry.transforms import augment_batch, invert, transform_points
+from rightwhale.io.checkpoint import load_variables
 from rightwhale.models import get_model
-from rightwhale.report import write_report
 from rightwhale.stages import crops
 from rightwhale.stages.workspace import Workspace
-from rightwhale.crop import head_crop_matrix
-from rightwhale.training import fit, predict, regression_task
-from rightwhale.transforms import augment_batch, invert, transform_points
+from rightwhale.train.feed import predict
+from rightwhale.train.loop import fit
+from rightwhale.train.state import regression_task
+from rightwhale.views import plots
+from rightwhale.views.report import write_report
 
 WINDOW_CORNERS = np.array([[-0.5, -0.5], [1.5, -0.5], [-0.5, 0.5], [1.5, 0.5]])
 

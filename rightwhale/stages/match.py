@@ -1,6 +1,6 @@
 """Stage "match" (beyond the original): identify head crops by local features, no network, no GPU.
 
-Builds the matcher's gallery (rightwhale/matching.py) from the crops of the
+Builds the matcher's gallery (rightwhale/scorers/matching.py) from the crops of the
 stored training split, fits its temperature and floor on leave-one-out
 scores of those same training crops, and scores the validation and test
 crops against the gallery. Writes what a classify run writes: results.json
@@ -12,22 +12,19 @@ for `identify` and `evaluate`.
 """
 from __future__ import annotations
 
-import functools
-import json
 import time
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from rightwhale import atomic, matching, metrics, novelty, plots
-from rightwhale.config import Match
-from rightwhale.data import DataError, Problem, report_problems
-from rightwhale.report import write_report
+from rightwhale.core import metrics
+from rightwhale.core.config import Match
+from rightwhale.core.errors import DataError
+from rightwhale.io.formats import Problem, report_problems
+from rightwhale.scorers import matching, novelty
+from rightwhale.scorers.match_run import CALIBRATION, GALLERY, leave_one_out
 from rightwhale.stages.workspace import Workspace
-
-GALLERY, CALIBRATION = "gallery.npz", "calibration.json"
-CATALOGUE = "catalogue"      # crops added after the run: imgs/ + train.csv (rightwhale.catalogue)
+from rightwhale.views import plots
+from rightwhale.views.report import write_report
 
 
 def extract(survey, cache, names, cfg: Match, progress: bool, desc: str):
@@ -44,15 +41,6 @@ def build_gallery(names, whales, features, cfg, seed: int, source="the training 
                         f"than the {cfg.neighbours + 1} neighbours LNBNN needs; are the crops blank or tiny?")
     gallery.centroids = matching.train_centroids(gallery.descriptors, cfg.cells, seed)
     return gallery
-
-
-def leave_one_out(matcher: matching.Matcher, names, features, labels, progress: bool):
-    """Scores of gallery crops against the rest of the gallery, and which of them can be calibrated on:
-    a crop whose whale has no other crop in the gallery cannot be matched by anything."""
-    queries = matcher.score_many(features, exclude=names, progress=progress)
-    scores = matching.score_matrix(queries, len(matcher.classes))
-    others = np.bincount(labels, minlength=len(matcher.classes))[labels] > 1
-    return scores, others
 
 
 def run(ws: Workspace) -> dict:
@@ -132,67 +120,3 @@ def match_figure(cache, gallery, names, features, queries, probs, classes, label
                      "title": f"{name} -> {gallery.names[gi]} ({classes[top]}, p={p[top]:.2f}, "
                               f"{len(pairs)} inliers, {mark})"})
     return plots.match_pairs(rows, path) if rows else None
-
-
-class MatchRun:
-    """A finished match run, ready to score new crops (identify, evaluate)."""
-
-    def __init__(self, run_dir):
-        self.run_dir = run_dir = Path(run_dir)
-        for need in ("config.json", GALLERY, CALIBRATION, "features.npz"):
-            if not (run_dir / need).is_file():
-                raise DataError(f"{run_dir}: no {need}; is this a finished match run folder "
-                                "(python train.py --stage match)?")
-        try:
-            config = json.loads((run_dir / "config.json").read_text())
-            # runs made before `upright` existed described keypoints at their SIFT orientation
-            self.cfg = Match(**{"upright": False, **config["match"]})
-            self.crops_dir = Path(config["data_dir"])
-            z = atomic.read_npz(run_dir / "features.npz", ["classes", "train_labels"],
-                                f"python train.py --stage match --run-dir {run_dir}")
-            self.classes, train_labels = z["classes"].tolist(), z["train_labels"]
-            cal = json.loads((run_dir / CALIBRATION).read_text())
-            temperature, floor = float(cal["temperature"]), float(cal["floor"])
-            # runs made before the new-whale score have none: identify then never says `new?`
-            self.new_whale = novelty.Threshold(**cal["new whale"]) if "new whale" in cal else None
-        except (ValueError, KeyError, TypeError, OSError) as e:     # JSONDecodeError and BadZipFile included
-            raise DataError(f"{run_dir}: unreadable match run ({type(e).__name__}: {e}); run it again") from e
-        if not (np.isfinite(temperature) and temperature > 0 and 0 <= floor < 1):
-            raise DataError(f"{run_dir / CALIBRATION}: temperature {temperature}, floor {floor} are no calibration")
-        self.gallery = matching.Gallery.load(run_dir / GALLERY)
-        # whales added to the catalogue since (rightwhale.catalogue) get columns after the trained ones
-        known = set(self.classes)
-        self.added_whales = [w for w in dict.fromkeys(self.gallery.whales) if w not in known]
-        column = {w: i for i, w in enumerate(self.classes + self.added_whales)}
-        added = [column[w] for w in self.gallery.whales if column[w] >= len(self.classes)]
-        self.classes = self.classes + self.added_whales
-        self.calibration = matching.Calibration(temperature, floor, metrics.class_prior(
-            np.concatenate([train_labels, np.array(added, np.int64)]).astype(np.int64), len(self.classes)))
-        self.trained_on = set(self.gallery.names)
-        self.catalogue_dir = run_dir / CATALOGUE
-
-    def crop_path(self, name: str) -> Path:
-        """Where a gallery crop's image is: the run's crop folder, or the catalogue's for added crops."""
-        added = self.catalogue_dir / "imgs" / name
-        return added if added.is_file() else self.crops_dir / "imgs" / name
-
-    @functools.cached_property
-    def matcher(self) -> matching.Matcher:
-        """Built on first use (seconds for a large gallery): growing a gallery needs no index."""
-        return matching.Matcher(self.gallery, self.classes, self.cfg)
-
-    def features(self, crop: np.ndarray) -> matching.Features:
-        size = self.cfg.crop_size
-        image = np.asarray(Image.fromarray(np.asarray(crop)).resize((size, size), Image.BICUBIC))
-        return matching.crop_features(image, self.cfg.max_keypoints, self.cfg.upright)
-
-    def identify(self, crops) -> tuple[np.ndarray, np.ndarray, list, list]:
-        """(probabilities, scores, per-query matches, features) of RGB crops of any size."""
-        feats = [self.features(c) for c in crops]
-        queries = self.matcher.score_many(feats)
-        scores = matching.score_matrix(queries, len(self.classes))
-        return self.calibration.probabilities(scores), scores, queries, feats
-
-
-def is_match_run(run_dir) -> bool:
-    return (Path(run_dir) / GALLERY).is_file()

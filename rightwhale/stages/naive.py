@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import softmax
 
-from rightwhale import plots
-from rightwhale.report import write_report
-from rightwhale.saliency import occlusion_map
 from rightwhale.stages.classify import prediction_grid, train_classifier
 from rightwhale.stages.localize import head_boxes
 from rightwhale.stages.workspace import Workspace
-from rightwhale.training import predict
+from rightwhale.train.feed import predict
+from rightwhale.views import plots
+from rightwhale.views.report import write_report
+from rightwhale.views.saliency import occlusion_map
 
 SALIENCY_PHOTOS = 8
 

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rightwhale import atomic, metrics
-from rightwhale.cache import ImageCache, build_cache
-from rightwhale.config import StageConfig
-from rightwhale.data import DataError, Survey, load_survey, report_problems, save_classes
-from rightwhale.split import Split, ensure_split
-from rightwhale.submission import write_submission
+from rightwhale.core import atomic, metrics
+from rightwhale.core.config import StageConfig
+from rightwhale.core.errors import DataError
+from rightwhale.io.cache import ImageCache, Rows, build_cache
+from rightwhale.io.formats import report_problems
+from rightwhale.io.split import Split, ensure_split
+from rightwhale.io.submission import write_submission
+from rightwhale.io.survey import Survey, load_survey, save_classes
 
 # Fields a resumed run may change: how long it trains (max_epochs only without a
 # learning-rate decay, whose schedule spans max_epochs).
@@ -25,21 +27,6 @@ RESUMABLE_CHANGES = {"max_epochs", "patience"}
 # Settings added after runs were made, with the value that reproduces how those runs trained: a run
 # resumes only with that value (anything else would change its training halfway).
 ADDED_SINCE = {"l2_gamma": False, "interpolation": 1}
-
-
-class Rows:
-    """Rows `index` of a (memory-mapped) array, gathered only when a batch asks for them."""
-
-    def __init__(self, array, index):
-        self.array, self.index = array, np.asarray(index, np.int64)
-        self.shape = (len(self.index), *array.shape[1:])
-        self.dtype, self.ndim = array.dtype, array.ndim
-
-    def __len__(self):
-        return len(self.index)
-
-    def __getitem__(self, i):
-        return self.array[self.index[i]]
 
 
 @dataclasses.dataclass

@@ -1,0 +1,1 @@
+"""The commands on top (`python -m rightwhale COMMAND`): identify, catalogue, evaluate, ensemble, reproduce."""

@@ -1,0 +1,1 @@
+"""Combining runs: the stacker, the log-linear pool, the member runs' features."""

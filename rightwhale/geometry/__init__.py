@@ -1,0 +1,1 @@
+"""Affine matrices, the warp, points and boxes, augmentation, head-crop geometry."""

@@ -1,0 +1,1 @@
+"""What people look at: reports, figures, the review page, occlusion maps."""
