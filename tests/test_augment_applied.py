@@ -15,7 +15,7 @@ import pytest
 
 from rightwhale.core import config, metrics
 from rightwhale.io.checkpoint import load_variables
-from rightwhale.stages import align, classify, localize, main
+from rightwhale.stages import align, fit_classifier, localize, main
 from rightwhale.train import feed, loop
 from rightwhale.train import state as train_steps
 
@@ -52,8 +52,8 @@ def still(augment: config.Augment) -> config.Augment:
 STAGES = {
     "align": (align, align.augment_points, config.ALIGN_AUGMENT, ["--image-size", "32"]),
     "localize": (localize, localize.augment_boxes, config.BOX_AUGMENT, ["--image-size", "32"]),
-    "naive": (classify, classify.augment_images, config.NAIVE_AUGMENT, ["--image-size", "32"]),
-    "classify": (classify, classify.augment_images, config.CLASSIFY_AUGMENT,
+    "naive": (fit_classifier, fit_classifier.augment_images, config.NAIVE_AUGMENT, ["--image-size", "32"]),
+    "classify": (fit_classifier, fit_classifier.augment_images, config.CLASSIFY_AUGMENT,
                  ["--image-size", "16", "--crops", "annotated"]),
 }
 

@@ -3,6 +3,8 @@ import json
 
 import numpy as np
 
+from rightwhale.core.records import EnsembleRecord, RunRecord
+from rightwhale.ensemble.members import choice_name
 from rightwhale.stages.ensemble import run_ensemble
 
 
@@ -25,7 +27,9 @@ def test_a_member_much_better_than_the_rest_is_used_alone(tmp_path):
     sharp = lambda y: np.where(np.eye(4)[y] == 1, 0.9, 0.1 / 3)     # 0.9 on the true whale
     flat = lambda y: np.full((len(y), 4), 0.25)
     runs = [fake_run(tmp_path / "sharp", sharp, rng), fake_run(tmp_path / "flat", flat, rng)]
-    results = run_ensemble(runs, tmp_path / "ensemble", folds=2, log=lambda line: None)
+    record = run_ensemble(runs, tmp_path / "ensemble", folds=2, log=lambda line: None)
+    results = record.figures
+    assert record == RunRecord.load(tmp_path / "ensemble") and record.stage == "ensemble"
     losses = {r["model"]: r["log loss"] for r in results["table"]}
     assert losses["sharp"] < losses["plain average of the models"] < losses["flat"]
     assert results["best single model"] == "sharp"
@@ -34,4 +38,6 @@ def test_a_member_much_better_than_the_rest_is_used_alone(tmp_path):
                 "stacker": losses["stacker, out-of-fold (nested 2-fold CV)"],
                 "log-linear pool": losses["log-linear pool, out-of-fold (2-fold CV)"]}
     assert results["predictions from"] == min(held_out, key=held_out.get) in ("sharp", "log-linear pool")
-    assert json.loads((tmp_path / "ensemble" / "stacker.json").read_text())["use"] == results["predictions from"]
+    chosen = EnsembleRecord.load(tmp_path / "ensemble")
+    assert choice_name(chosen.combination, chosen.member) == results["predictions from"]
+    assert (chosen.combination, chosen.member) in (("member", "sharp"), ("pool", None))

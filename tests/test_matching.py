@@ -9,6 +9,7 @@ from rightwhale.cli.catalogue import main as catalogue_main
 from rightwhale.cli.ensemble import main as ensemble_main
 from rightwhale.core.config import Match
 from rightwhale.core.errors import DataError
+from rightwhale.core.records import RunRecord
 from rightwhale.io.crop_folders import crop_data_dir
 from rightwhale.scorers import matching
 from rightwhale.scorers.match_run import MatchRun
@@ -139,7 +140,7 @@ def test_match_stage_identifies_annotated_crops(crops, tmp_path):
     survey, out = crops
     assert train_main(["--stage", "match", "--crops", str(out), "--runs", str(tmp_path), "--no-progress"]) == 0
     run = tmp_path / "match-crops"
-    results = json.loads((run / "results.json").read_text())
+    results = RunRecord.load(run).figures
     # 6 whales, chance 1/6: the embedded survey's crops are easy for local features (a few wrong
     # answers of 6-8 validation crops would still pass at 0.6, chance would not)
     assert results["top-1 accuracy"] >= 0.6 and results["classes"] == TINY["whales"]
@@ -177,7 +178,7 @@ def test_bad_crops_are_skipped_and_reported(crops, tmp_path, capsys):
     err = capsys.readouterr()
     text = err.out + err.err
     assert images[0].name in text and images[1].name in text and "no SIFT keypoint" in text
-    assert json.loads((tmp_path / "match-crops" / "results.json").read_text())["crops without features"] >= 1
+    assert RunRecord.load(tmp_path / "match-crops").figures["crops without features"] >= 1
 
 
 def test_stacking_the_matcher_with_a_cnn(crops, tmp_path):
@@ -188,7 +189,7 @@ def test_stacking_the_matcher_with_a_cnn(crops, tmp_path):
                        "--batch-size", "4"]) == 0
     runs = [tmp_path / "match-crops", tmp_path / "classify-crops-resnet19"]
     assert ensemble_main(["--runs", *map(str, runs), "--out", str(tmp_path / "ens"), "--folds", "2"]) == 0
-    results = json.loads((tmp_path / "ens" / "results.json").read_text())
+    results = RunRecord.load(tmp_path / "ens").figures
     rows = {r["model"]: r for r in results["table"]}
     assert {"match-crops", "classify-crops-resnet19"} <= rows.keys()
     assert any(m.startswith("log-linear pool") for m in rows)

@@ -12,6 +12,7 @@ from rightwhale.__main__ import main as rightwhale_main
 from rightwhale.cli.ensemble import main as ensemble_main
 from rightwhale.cli.evaluate import evaluate
 from rightwhale.core.config import Split
+from rightwhale.core.records import EnsembleRecord, RunRecord
 from rightwhale.ensemble.stacking import LogLinearPool, Stacker
 from rightwhale.io.split import ensure_split, load_split, make_split
 from rightwhale.io.submission import check_submission, read_submission
@@ -67,7 +68,7 @@ def check_run(folder, extra, survey_dir, epochs=1):
     epoch, and features.npz (where the run writes one) row for row with the stored split."""
     missing = [f for f in RUN_FILES + extra if not (folder / f).exists()]
     assert not missing, f"{folder} lacks {missing}"
-    results = json.loads((folder / "results.json").read_text())
+    results = RunRecord.load(folder).figures
     survey = load_survey(survey_dir)
     split = load_split(survey)
     for key, value in results.items():
@@ -201,7 +202,7 @@ def test_ensemble_stacks_out_of_fold_features(pipeline):
         with np.load(member / "features.npz") as z:
             assert set(z["valid_names"]).isdisjoint(z["train_names"])
             widths.append(z["valid_features"].shape[1])
-    results = json.loads((runs / "ensemble" / "results.json").read_text())
+    results = RunRecord.load(runs / "ensemble").figures
     assert {r["model"] for r in results["table"]} >= {"plain average of the models",
                                                      "stacker, out-of-fold (nested 2-fold CV)"}
     check_submission(runs / "ensemble" / "submission.csv", survey / "sample_submission.csv")
@@ -233,7 +234,7 @@ def test_ensemble_stacks_out_of_fold_features(pipeline):
     data = load_survey(survey)
     stored = load_split(data)
     pool = LogLinearPool.load(runs / "ensemble" / "pool.npz")
-    info = json.loads((runs / "ensemble" / "stacker.json").read_text())
+    info = EnsembleRecord.load(runs / "ensemble")
     for part, names in (("valid", stored.valid), ("train", stored.train)):
         labels = np.array([data.classes.index(data.train[n]) for n in names])
         rows = []
@@ -248,7 +249,7 @@ def test_ensemble_stacks_out_of_fold_features(pipeline):
         # and refitting on those rows gives the stored fit back (on the training rows, another one)
         _, X, probs, y = stack_features([load_features(m) for m in members], part)
         assert len(y) == len(names)
-        refit = Stacker(saved.num_classes, info["C"], info["floor"]).fit(X, y)
+        refit = Stacker(saved.num_classes, info.C, info.floor).fit(X, y)
         assert np.allclose(refit.coef_, saved.coef_, atol=1e-6) == same
         if same:          # (the pool's few weights may sit at a bound for either rows: compared where fitted)
             repooled = LogLinearPool().fit(probs, y, saved.num_classes)
@@ -267,10 +268,10 @@ def test_identify_a_photo(pipeline, tmp_path, capsys):
                               "--out", str(tmp_path / "out")])
     assert status == 0
     out = capsys.readouterr()
-    use = json.loads((runs / "ensemble" / "stacker.json").read_text())["use"]
-    assert {"stacker": "stacked ensemble", "plain average": "average of 2 classifier(s)",
-            "log-linear pool": "log-linear pool of the ensemble's runs"}.get(
-        use, f"{use}, the best of the ensemble's candidates") in out.out
+    chosen = EnsembleRecord.load(runs / "ensemble")
+    assert {"stacker": "stacked ensemble", "average": "average of 2 classifier(s)",
+            "pool": "log-linear pool of the ensemble's runs"}.get(
+        chosen.combination, f"{chosen.member}, the best of the ensemble's candidates") in out.out
     assert "TTA spread" in out.out and out.out.count("  1. whale_") == 1
     assert "broken.jpg: skipped" in out.err
     assert (tmp_path / "out" / f"{photo.stem}_crop.png").is_file()
@@ -336,7 +337,7 @@ def test_align_and_classify_a_survey_without_test_photos(make_survey, tmp_path):
     assert main(["--stage", "align", "--image-size", "32", "--crop-size", "16", *args]) == 0
     assert main(["--stage", "classify", "--image-size", "16", *args]) == 0
     assert not (tmp_path / "classify-aligned-resnet19" / "submission.csv").exists()
-    assert json.loads((tmp_path / "classify-aligned-resnet19" / "results.json").read_text())["validation images"] > 0
+    assert RunRecord.load(tmp_path / "classify-aligned-resnet19").figures["validation images"] > 0
 
 
 @pytest.mark.parametrize("stage, files, needs", [
@@ -441,7 +442,7 @@ def test_the_final_six_model_ensemble_trains_what_is_missing(pipeline, tmp_path,
                           "--folds", "2", "--train-flags", "--epochs 1 --no-progress"]) == 0
     assert [a[a.index("--model") + 1] for a in calls] == list(FINAL_SIX[2:])
     assert all(a[a.index("--preset") + 1] == "cpu" and a[-3:] == ["--epochs", "1", "--no-progress"] for a in calls)
-    results = json.loads((tmp_path / "ens" / "results.json").read_text())
+    results = RunRecord.load(tmp_path / "ens").figures
     assert results["runs"] == [f"classify-aligned-{m}" for m in FINAL_SIX]
 
 

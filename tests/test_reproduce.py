@@ -7,6 +7,7 @@ import pytest
 from rightwhale.cli import reproduce
 from rightwhale.cli.reproduce import _run_step
 from rightwhale.core.config import stage_config
+from rightwhale.core.records import AVERAGE, MEMBER, STACKER, EnsembleRecord, RunRecord
 
 
 def finished_run(folder, data_dir, preset="cpu", epochs=60, **settings):
@@ -54,14 +55,17 @@ def test_a_step_trained_on_crops_cut_again_since_is_refused(tmp_path):
         _run_step(["--stage", "classify"], run, [], "cpu", survey)
 
 
-@pytest.mark.parametrize("used, marked", [("stacker", "stacker, out-of-fold (nested 5-fold CV)"),
-                                          ("plain average", "plain average of the models"),
-                                          ("a", "best single model, a")])
+@pytest.mark.parametrize("used, marked", [((STACKER, None), "stacker, out-of-fold (nested 5-fold CV)"),
+                                          ((AVERAGE, None), "plain average of the models"),
+                                          ((MEMBER, "a"), "best single model, a")])
 def test_the_ensemble_row_used_for_new_photos_is_marked(monkeypatch, tmp_path, used, marked):
     table = [{"model": m, "log loss": 1.0, "log loss / ln K": 0.5, "top-1 accuracy": 0.5}
              for m in ("a", "b", "plain average of the models", "stacker, out-of-fold (nested 5-fold CV)")]
-    monkeypatch.setattr(reproduce, "run_ensemble", lambda runs, out: {"predictions from": used, "table": table,
-                                                                        "seconds": 6.0})
+
+    def fake_ensemble(runs, out):
+        EnsembleRecord(["../a", "../b"], ["w1"], [1, 1], 0.03, 0.2, *used).save(out)
+        return RunRecord("ensemble", "a+b", {"table": table}, seconds=6.0)
+    monkeypatch.setattr(reproduce, "run_ensemble", fake_ensemble)
     rows = reproduce._ensemble_rows([tmp_path / "a", tmp_path / "b"], tmp_path / "ensemble", "ensemble")
     assert [r["step"] for r in rows if "used for new photos" in r["step"]] == [f"ensemble: {marked} (used for new photos)"]
     assert not any(r["step"].endswith(": b") for r in rows)            # members keep their own rows
@@ -78,10 +82,10 @@ def test_an_ensemble_is_remade_only_when_a_member_is_newer(monkeypatch, tmp_path
     def fake_ensemble(members, out):
         made.append(out)
         out.mkdir(exist_ok=True)
-        (out / "stacker.json").write_text(json.dumps({"runs": [f"../{m.name}" for m in members]}))
-        results = {"predictions from": "plain average", "table": table, "seconds": 6.0}
-        (out / "results.json").write_text(json.dumps(results))
-        return results
+        EnsembleRecord([f"../{m.name}" for m in members], ["w1"], [1], 0.03, 0.2, AVERAGE).save(out)
+        record = RunRecord("ensemble", "+".join(m.name for m in members), {"table": table}, seconds=6.0)
+        record.save(out)
+        return record
     monkeypatch.setattr(reproduce, "run_ensemble", fake_ensemble)
     out = tmp_path / "ensemble"
     reproduce._ensemble_rows(runs, out, "e")

@@ -63,10 +63,10 @@ def main(argv=None) -> int:
         else:
             runs = resolve_runs(args.runs, args.runs_root) if args.runs else default_runs(args.runs_root)
         with runlock.hold(args.out, "ensemble folder"):
-            results = run_ensemble(runs, args.out, args.folds, args.seed, args.gzip)
+            record = run_ensemble(runs, args.out, args.folds, args.seed, args.gzip)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(table(results["table"]))
+    print(table(record.figures["table"]))
     print(f"\nreport: {Path(args.out) / 'report.md'}")
     return 0

@@ -35,7 +35,8 @@ from tqdm import tqdm
 from rightwhale.core import atomic, runlock
 from rightwhale.core.config import Tta
 from rightwhale.core.errors import DataError
-from rightwhale.ensemble.members import POOL, combine, default_runs, ensemble_runs, resolve_runs
+from rightwhale.core.records import AVERAGE, POOL, RESULTS, STACKER, EnsembleRecord, RunRecord
+from rightwhale.ensemble.members import combine, default_runs, ensemble_runs, resolve_runs
 from rightwhale.ensemble.stacking import LogLinearPool, Stacker
 from rightwhale.geometry import crop
 from rightwhale.io.cache import rescale_points
@@ -46,7 +47,6 @@ from rightwhale.models import get_model
 from rightwhale.scorers import matching, novelty
 from rightwhale.scorers.classifier import load_classifier
 from rightwhale.scorers.match_run import MatchRun, is_match_run
-from rightwhale.stages.align import MIN_HEAD_KEY
 from rightwhale.train.feed import predict
 from rightwhale.train.tta import predict_with_tta
 from rightwhale.views import plots
@@ -74,9 +74,9 @@ class Pipeline:
             self.align_cfg = json.loads((align_run / "config.json").read_text())
             self.aligner = get_model(self.align_cfg["model"], 4, **self.align_cfg["model_kwargs"])
             self.aligner_variables = load_variables(align_run / "best.msgpack")
-            results = json.loads((align_run / "results.json").read_text()) \
-                if (align_run / "results.json").is_file() else {}
-            self.min_head_length = results.get(MIN_HEAD_KEY)   # a fraction of the photo width, as align cut crops
+            # a fraction of the photo width, as align cut its crops
+            self.min_head_length = RunRecord.load(align_run).min_head_length \
+                if (align_run / RESULTS).is_file() else None
         if not classify_runs:
             raise DataError("no classifier runs: train one with `python train.py --stage classify` "
                             "(or --stage match)")
@@ -101,27 +101,27 @@ class Pipeline:
             for name, whale in zip(self.matcher.gallery.names, self.matcher.gallery.whales):
                 if whale in missing:
                     self.examples.setdefault(whale, []).append(self.matcher.crop_path(name))
-        self.fitted, self.use = (None, None), "plain average"      # how the runs' outputs combine
+        self.fitted, self.choice = (None, None), (AVERAGE, None)      # how the runs' outputs combine
         self.matches = None         # the matcher's matches of the last crop classified
         if self.matcher is not None and self.matcher.added_whales:
-            self.use = MATCHER_ALONE
+            self.choice = (MATCHER_ALONE, None)
             if len(self.classifiers) > 1:
                 self.notes.append(f"the catalogue has {len(self.matcher.added_whales)} whale(s) the CNN runs never "
                                   "saw (added by `catalogue add`): candidates are ranked by the matcher alone "
                                   "until the CNNs are retrained")
         elif ensemble_dir and (Path(ensemble_dir) / "stacker.npz").is_file():
-            info = json.loads((Path(ensemble_dir) / "stacker.json").read_text())
-            if ensemble_runs(ensemble_dir) == [r.resolve() for r in self.classify_runs]:
-                self.use = info.get("use", "stacker")      # stacker, pool, plain average, or one run's name
+            info = EnsembleRecord.load(ensemble_dir)
+            if info.member_dirs(ensemble_dir) == [r.resolve() for r in self.classify_runs]:
+                self.choice = (info.combination, info.member)
                 pool = Path(ensemble_dir) / "pool.npz"
-                if self.use == POOL and not pool.is_file():
+                if info.combination == POOL and not pool.is_file():
                     raise DataError(f"{pool}: missing, but the ensemble chose its log-linear pool; run "
                                     "`python ensemble.py` again")
                 self.fitted = (Stacker.load(Path(ensemble_dir) / "stacker.npz"),
                                LogLinearPool.load(pool) if pool.is_file() else None)
         # what a photo's record was made with: a rerun of the batch redoes a photo made otherwise
         self.fingerprint = {"align": str(align_run.resolve()) if self.aligner is not None else None,
-                            "runs": [str(r.resolve()) for r in self.classify_runs], "combined by": self.use,
+                            "runs": [str(r.resolve()) for r in self.classify_runs], "combined by": self.describe(),
                             "catalogue crops": len(self.matcher.gallery) if self.matcher is not None else None}
         # the new-whale score's threshold: the matcher's, calibrated on its catalogue (None: never `new?`)
         self.new_threshold = None if self.matcher is None or self.matcher.new_whale is None \
@@ -148,7 +148,7 @@ class Pipeline:
                 p, scores, queries, feats = member.identify([head])
                 if member is self.matcher:        # the contact sheet shows the first match run's evidence
                     self.matches = (queries[0], feats[0])
-                    if self.use == MATCHER_ALONE:
+                    if self.choice[0] == MATCHER_ALONE:
                         return p[0]
                 probs.append(p[0])
                 features.append(scores[0])
@@ -159,15 +159,16 @@ class Pipeline:
             logits, feats = predict(model, variables, x, 1)
             probs.append(softmax(logits[:, :len(self.classes)], axis=1)[0])
             features.append(feats[0])
-        return combine(self.use, [r.name for r in self.classify_runs], np.stack(probs)[:, None],
+        return combine(*self.choice, [r.name for r in self.classify_runs], np.stack(probs)[:, None],
                        np.concatenate(features)[None], self.fitted)[0]
 
     def describe(self) -> str:
-        return {"stacker": "stacked ensemble", POOL: "log-linear pool of the ensemble's runs",
+        combination, member = self.choice
+        return {STACKER: "stacked ensemble", POOL: "log-linear pool of the ensemble's runs",
                 MATCHER_ALONE: f"the matcher alone ({self.matcher.run_dir.name})" if self.matcher else "",
-                "plain average": f"average of {len(self.classifiers)} classifier(s)" if len(self.classifiers) > 1
+                AVERAGE: f"average of {len(self.classifiers)} classifier(s)" if len(self.classifiers) > 1
                 else f"{self.classify_runs[0].name} alone"}.get(
-            self.use, f"{self.use}, the best of the ensemble's candidates")
+            combination, f"{member}, the best of the ensemble's candidates")
 
     def training_crops(self, whale: str, count: int) -> list[np.ndarray]:
         crops = []

@@ -24,7 +24,8 @@ from pathlib import Path
 from rightwhale.core import atomic
 from rightwhale.core.config import PRESETS, stage_config
 from rightwhale.core.errors import DataError
-from rightwhale.ensemble.members import FINAL_SIX, ensemble_runs
+from rightwhale.core.records import RESULTS, EnsembleRecord, RunRecord
+from rightwhale.ensemble.members import FINAL_SIX, choice_name, ensemble_runs
 from rightwhale.io.survey import resolve_data_dir, source_survey
 from rightwhale.stages import main as train_main
 from rightwhale.stages.crops import ANNOTATED, annotated_crops
@@ -87,17 +88,19 @@ def _run_step(args: list[str], folder: Path, common: list[str], preset: str, sur
             raise SystemExit(f"reproduce: {folder} was trained on crops that {crops.parent} has replaced "
                              "since; use --fresh")
         print(f"reusing {folder}")
-        results = json.loads((folder / "results.json").read_text())
-        if "minutes" in results:       # a match run: no training history
-            return results, results["minutes"]
+        record = RunRecord.load(folder)
+        if record.seconds is not None:
+            return record.figures, record.seconds / 60
+        if "minutes" in record.figures:       # a match run before records kept the time
+            return record.figures, record.figures["minutes"]
         history = json.loads((folder / "history.json").read_text())
-        return results, sum(e["seconds"] for e in history) / 60
+        return record.figures, sum(e["seconds"] for e in history) / 60
     resume = ["--continue-training"] if (folder / "last.msgpack").is_file() else []
     started = time.perf_counter()
     status = train_main([*args, *common, "--run-dir", str(folder), *resume])
     if status != 0:
         raise SystemExit(f"reproduce: `python train.py {' '.join(args)}` failed (exit {status})")
-    return json.loads((folder / "results.json").read_text()), (time.perf_counter() - started) / 60
+    return RunRecord.load(folder).figures, (time.perf_counter() - started) / 60
 
 
 def _settings_changed(folder: Path, flag: dict, preset: str) -> list[str]:
@@ -136,28 +139,29 @@ def _other(results) -> str:
     return f"class-prior log loss {results['class-prior log loss']:.3f}" if "class-prior log loss" in results else ""
 
 
-def _finished_ensemble(runs: list[Path], out: Path) -> dict | None:
+def _finished_ensemble(runs: list[Path], out: Path) -> RunRecord | None:
     """An ensemble of exactly these runs made after every one of them was last trained, if `out` holds one."""
     try:
-        results = json.loads((out / "results.json").read_text())
+        record = RunRecord.load(out)
         same = ensemble_runs(out) == [r.resolve() for r in runs]
-        newer = all((out / "results.json").stat().st_mtime > (r / "features.npz").stat().st_mtime for r in runs)
-    except (OSError, ValueError, DataError):       # none yet, unreadable, or a member not trained: make it
+        newer = all((out / RESULTS).stat().st_mtime > (r / "features.npz").stat().st_mtime for r in runs)
+    except (OSError, DataError):       # none yet, unreadable, or a member not trained: make it
         return None
-    return results if same and newer and "seconds" in results else None
+    return record if same and newer and record.seconds is not None else None
 
 
 def _ensemble_rows(runs: list[Path], out: Path, label: str) -> list[dict]:
-    results = _finished_ensemble(runs, out)
-    if results is None:
-        results = run_ensemble(runs, out)
+    record = _finished_ensemble(runs, out)
+    if record is None:
+        record = run_ensemble(runs, out)
     else:
         print(f"reusing {out}")
-    minutes = results["seconds"] / 60
-    used = results["predictions from"]      # "stacker", "plain average" or a member run's name
+    minutes = record.seconds / 60
+    chosen = EnsembleRecord.load(out)
+    used = choice_name(chosen.combination, chosen.member)      # its row's name, or a member run's
     used_row = {"stacker": "stacker, out-of-fold", "plain average": "plain average"}.get(used, used)
     rows = []
-    for r in results["table"]:
+    for r in record.figures["table"]:
         member = r["model"] in [p.name for p in runs]
         if member and r["model"] != used:    # each member has its own row already
             continue
@@ -206,8 +210,7 @@ def reproduce(runs_root: Path, data_dir: str | None, preset: str, real_heads: st
         real_runs.append(folder)
         real_rows += _ensemble_rows(real_runs, runs_root / "real-heads-ensemble", "real heads ensemble")
     command = "python -m rightwhale reproduce " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["reproduce"] else sys.argv[1:])
-    with open(runs_root / "classify-aligned-resnet19" / "results.json") as f:
-        k = json.load(f)["classes"]
+    k = RunRecord.load(runs_root / "classify-aligned-resnet19").figures["classes"]
     parts = [
         "# Reproduction", "",
         f"Made by `{command.strip()}` at commit {commit}, finished "

@@ -358,9 +358,6 @@ def stage_config(stage: str, preset: str = "cpu", **overrides) -> StageConfig:
     stage_fields = {k: v for k, v in overrides.items() if k not in train_fields}
     cfg = StageConfig(stage=stage, preset=preset, model=model, image_size=size, train=train, **extra)
     cfg = dataclasses.replace(cfg, **stage_fields)
-    from rightwhale.models import model_names  # the registry imports flax; config stays light otherwise
-    if cfg.model not in model_names():
-        raise ValueError(f"unknown model {cfg.model!r}; choose from {', '.join(model_names())}")
     if cfg.model in WINDOWED_POOL_MODELS and "pool_window" not in cfg.model_kwargs:
         cfg = dataclasses.replace(cfg, model_kwargs={**cfg.model_kwargs, "pool_window": max(cfg.image_size // 32, 1)})
     return dataclasses.replace(cfg, train=dataclasses.replace(

@@ -3,14 +3,14 @@ combine their outputs (`combine`, as the ensemble's record says).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from rightwhale.core.errors import DataError
+from rightwhale.core.records import AVERAGE, POOL, STACKER, EnsembleRecord
 
-POOL = "log-linear pool"     # the members' probabilities weighted and multiplied (stacking.LogLinearPool)
+# what the report calls each combination (the record stores core.records' names)
+CHOICE_NAMES = {STACKER: "stacker", POOL: "log-linear pool", AVERAGE: "plain average"}
 
 
 # The writeup's final ensemble: the 31-, 37- and 67-layer ResNets (cropped_dec21_3, cropped_jan02's layout with
@@ -36,15 +36,8 @@ def resolve_runs(runs, runs_root="runs") -> list[Path]:
 
 
 def ensemble_runs(ensemble_dir) -> list[Path]:
-    """The member runs of an ensemble folder, stored relative to it, so a runs root copied or moved whole
-    keeps its ensemble (older folders stored absolute paths: they still read)."""
-    path = Path(ensemble_dir) / "stacker.json"
-    try:
-        runs = json.loads(path.read_text())["runs"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: unreadable ensemble ({type(e).__name__}: {e}); run `python ensemble.py` "
-                        "again") from e
-    return [(Path(ensemble_dir) / r).resolve() for r in runs]
+    """The member runs of an ensemble folder (its record stores them relative to it)."""
+    return EnsembleRecord.load(ensemble_dir).member_dirs(ensemble_dir)
 
 
 def stack_features(runs: list[dict], split: str):
@@ -58,15 +51,21 @@ def stack_features(runs: list[dict], split: str):
             np.stack([r[f"{split}_probabilities"][i] for r, i in zip(runs, rows)]), labels)
 
 
-def combine(use: str, run_names: list[str], probs: np.ndarray, features: np.ndarray, fitted=(None, None)) -> np.ndarray:
-    """New images' probabilities as the ensemble chose (`use`: "stacker", the pool, "plain average" or one of
-    `run_names`), from each run's probabilities (runs, N, K) and the concatenated features (N, F);
+def choice_name(combination: str, member: str | None) -> str:
+    """How the report names a combination: its row's name, or the member run's."""
+    return CHOICE_NAMES.get(combination, member)
+
+
+def combine(combination: str, member: str | None, run_names: list[str], probs: np.ndarray, features: np.ndarray,
+            fitted=(None, None)) -> np.ndarray:
+    """New images' probabilities as the ensemble chose (one of records.COMBINATIONS; `member` names the run of
+    MEMBER), from each run's probabilities (runs, N, K) and the concatenated features (N, F);
     `fitted` is (stacker, pool)."""
     stacker, pool = fitted
-    if use == "stacker":
+    if combination == STACKER:
         return stacker.predict_proba(features)
-    if use == POOL:
+    if combination == POOL:
         return pool.predict_proba(probs)
-    if use == "plain average":
+    if combination == AVERAGE:
         return probs.mean(axis=0)
-    return probs[run_names.index(use)]
+    return probs[run_names.index(member)]

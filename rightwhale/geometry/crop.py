@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rightwhale.geometry.transforms import rotation, scaling, translation, warp
+from rightwhale.geometry.transforms import invert, rotation, scaling, transform_points, translation, warp
 
 MIN_CROP_H, MIN_CROP_W = 10, 20    # the original's smallest crop, photo pixels
 BUCKET = 512                       # photos are zero-padded up to multiples of this: few compiled shapes
@@ -130,3 +130,18 @@ def lengthen(points, min_length: float) -> np.ndarray:
         return p
     return centre + (p - centre) * (min_length / d)
 
+WINDOW_CORNERS = np.array([[-0.5, -0.5], [1.5, -0.5], [-0.5, 0.5], [1.5, 0.5]])   # the 2 x 1 head window
+
+
+def head_boxes(survey) -> dict:
+    """Annotated head boxes; where a photo has only points, the box around its head-crop window."""
+    boxes = dict(survey.boxes)
+    todo = sorted(survey.bonnet.keys() & survey.blowhead.keys() - boxes.keys())
+    if todo:
+        p1, p2 = (np.stack([pts[n] for n in todo]) for pts in (survey.bonnet, survey.blowhead))
+        # the 2d x d window as a 2 x 1 pixel crop, its corners mapped back into the photo
+        to_photo = invert(head_crop_matrix(p1, p2, np.full((len(todo), 2), 1e9), 2, 1))
+        corners = np.asarray(transform_points(to_photo, np.broadcast_to(WINDOW_CORNERS, (len(todo), 4, 2))))
+        lo, hi = corners.min(axis=1), corners.max(axis=1)
+        boxes |= dict(zip(todo, np.concatenate([lo, hi - lo], axis=1)))
+    return boxes

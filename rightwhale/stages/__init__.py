@@ -12,14 +12,17 @@ import dataclasses
 import importlib
 import json
 import sys
+import time
 from pathlib import Path
 
 from rightwhale.core import runlock
 from rightwhale.core.config import PRESETS, STAGES, Match, stage_config
 from rightwhale.core.errors import DataError
+from rightwhale.core.records import RunRecord
 from rightwhale.io import history as history_io
 from rightwhale.io.formats import report_problems
 from rightwhale.io.survey import resolve_data_dir
+from rightwhale.models import model_names
 
 CROP_STAGES = ("classify", "match")     # the stages that read head crops
 
@@ -48,8 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default="cpu",
                    help="cpu: small inputs, finishes in minutes on 2 cores (default); "
                         "original: the 2015 solution's sizes and hyper-parameters (GPU)")
-    p.add_argument("--model", help="network from the registry (python -m rightwhale.models --list); "
-                                   "default: the stage's model of the preset")
+    p.add_argument("--model", choices=model_names(), metavar="MODEL",
+                   help="network from the registry (python -m rightwhale.models --list); "
+                        "default: the stage's model of the preset")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="batch size (default 16, as the original)")
     p.add_argument("--learning-rate", type=float, help="learning rate (default: the preset's)")
@@ -104,7 +108,7 @@ def default_run_dir(args, cfg) -> Path:
     return Path(args.runs) / (f"classify-{crops}-{cfg.model}" if args.stage == "classify" else f"match-{crops}")
 
 
-def run_stage(args) -> dict:
+def run_stage(args) -> RunRecord:
     """Resolve data, configuration and folders, then run one stage; returns its results."""
     from rightwhale.stages import crops
     from rightwhale.stages.workspace import open_workspace
@@ -120,15 +124,18 @@ def run_stage(args) -> dict:
     print(f"{args.stage}: data {data_dir}, model {cfg.model}, input {cfg.image_size}px, run folder {run_dir}")
     with runlock.hold(run_dir):          # one writer per run folder: a second training fails at once
         ws = open_workspace(cfg, data_dir, run_dir, resume=args.continue_training, parent=parent, progress=progress)
-        results = importlib.import_module(f"rightwhale.stages.{args.stage}").run(ws)
+        started = time.perf_counter()
+        record = importlib.import_module(f"rightwhale.stages.{args.stage}").run(ws)
+        figures = record.figures
         if (run_dir / "history.json").is_file():     # a network's run: what choosing its epoch flatters
-            results |= history_io.epoch_choice(json.loads((run_dir / "history.json").read_text()))
-            ws.write_json("results.json", results)
+            figures = figures | history_io.epoch_choice(json.loads((run_dir / "history.json").read_text()))
+        record = dataclasses.replace(record, figures=figures, seconds=time.perf_counter() - started)
+        record.save(run_dir)
     print(f"\n{args.stage} results ({run_dir / 'report.md'}):")
-    for key, value in results.items():
+    for key, value in record.figures.items():
         print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
     report_problems(ws.survey.problems, limit=3)     # again at the end, where a user looks
-    return results
+    return record
 
 
 def main(argv=None) -> int:

@@ -18,6 +18,7 @@ import functools
 import numpy as np
 
 from rightwhale.core import metrics
+from rightwhale.core.records import RunRecord
 from rightwhale.geometry import crop
 from rightwhale.geometry.transforms import augment_batch, transform_points
 from rightwhale.io.checkpoint import load_variables
@@ -44,7 +45,7 @@ def point_error_metric(output, target, size):
     return {"point error (px)": pixels.mean(axis=-1)}
 
 
-def run(ws: Workspace) -> dict:
+def run(ws: Workspace) -> RunRecord:
     cfg, survey = ws.cfg, ws.survey
     crops.require_annotations(ws, lambda n: survey.points(n) is not None,
                               "the aligner needs bonnet and blowhead points (points1.json, points2.json)")
@@ -83,36 +84,33 @@ def run(ws: Workspace) -> dict:
                     f"point error / bonnet-blowhead distance, {label}": float(fraction.mean())}
     results["mean TTA spread (cache px)"] = float(spread.mean())
 
-    to_crop = _crop_points(ws, cache, annotated["train"], predicted, results)
+    to_crop, shortest = _crop_points(ws, cache, annotated["train"], predicted, results)
     made = crops.write_crops(ws, "head", points={n: survey.points(n) for n in annotated["train"]} | to_crop)
     results |= {"head crops written": made["count"], "crops that fell back to the whole photo": len(made["fallback"])}
     _figures(ws, cache, valid, truth["valid"], predicted, to_crop)
-    ws.write_json("results.json", results)
     write_report(ws.run_dir, f"Aligner: {cfg.model}", results,
                  figures=[("Validation photos: predicted (dots) and true (rings) bonnet/blowhead", "valid_points.png"),
                           ("Aligned head crops of validation photos, from predicted points", "aligned_crops.png")],
                  notes=["crops/: a data directory of head crops for `train.py --stage classify`",
                         "points1.json / points2.json: annotated (train) and predicted (other) points, photo pixels",
                         "predictions.json: the predicted points with the spread of the TTA copies"])
-    return results
+    return ws.record(results, min_head_length=shortest)
 
 
-MIN_HEAD_KEY = "shortest predicted head for cropping / photo width"
 
-
-def _crop_points(ws, cache, train, predicted, results) -> dict:
+def _crop_points(ws, cache, train, predicted, results) -> tuple[dict, float | None]:
     """The predicted pairs the crops are cut from: with cfg.min_head_length, short ones are lengthened to that
     fraction of the median head length of the training photos (relative to the photo width)."""
     width = lambda n: float(cache.sizes[cache.index(n)][0])
     head = float(np.median([np.linalg.norm(np.subtract(*ws.survey.points(n))) / width(n) for n in train]))
     results["median head length / photo width, training photos"] = head
     if ws.cfg.min_head_length is None:
-        return predicted
-    shortest = results[MIN_HEAD_KEY] = ws.cfg.min_head_length * head      # identify cuts its crops the same way
+        return predicted, None
+    shortest = results["shortest predicted head for cropping / photo width"] = ws.cfg.min_head_length * head
     to_crop = {n: crop.lengthen(p, shortest * width(n)) for n, p in predicted.items()}
     results["predicted pairs lengthened for cropping"] = sum(not np.array_equal(to_crop[n], p)
                                                              for n, p in predicted.items())
-    return to_crop
+    return to_crop, shortest      # identify cuts its crops the same way (RunRecord.min_head_length)
 
 
 def _figures(ws, cache, valid, true_cache, predicted, to_crop, count=12):

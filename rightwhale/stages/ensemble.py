@@ -24,8 +24,8 @@ import numpy as np
 
 from rightwhale.core import atomic, metrics
 from rightwhale.core.errors import DataError
-from rightwhale.core.records import load_features
-from rightwhale.ensemble.members import POOL, combine, stack_features
+from rightwhale.core.records import AVERAGE, MEMBER, POOL, STACKER, EnsembleRecord, RunRecord, load_features
+from rightwhale.ensemble.members import CHOICE_NAMES, choice_name, combine, stack_features
 from rightwhale.ensemble.stacking import (
     LogLinearPool,
     Stacker,
@@ -45,7 +45,7 @@ def _scores(probs, labels) -> dict:
             "top-1 accuracy": metrics.top_k_accuracy(probs, labels, 1)}
 
 
-def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = False, log=print) -> dict:
+def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = False, log=print) -> RunRecord:
     started = time.perf_counter()
     run_dirs = [Path(r) for r in run_dirs]
     twice = {d.resolve() for d in run_dirs if [r.resolve() for r in run_dirs].count(d.resolve()) > 1}
@@ -76,9 +76,9 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     stacked = nested_cv_proba(X, y, k, folds=folds, seed=seed)
     pooled_probs = cross_val_pool(probs, y, k, folds=folds, seed=seed)
     held_out = {"model": f"stacker, out-of-fold (nested {folds}-fold CV)", **_scores(stacked, y)}
-    pooled = {"model": f"{POOL}, out-of-fold ({folds}-fold CV)", **_scores(pooled_probs, y)}
+    pooled = {"model": f"{CHOICE_NAMES[POOL]}, out-of-fold ({folds}-fold CV)", **_scores(pooled_probs, y)}
     # The lowest of these estimates flatters the one chosen below; this row holds the choice out too.
-    choice = cross_val_choice({"stacker": stacked, POOL: pooled_probs, "plain average": mean,
+    choice = cross_val_choice({STACKER: stacked, POOL: pooled_probs, AVERAGE: mean,
                                **{d.name: p for d, p in zip(run_dirs, probs)}}, y, folds=folds, seed=seed + 1)
     chosen = {"model": f"the lowest of these, chosen on {folds - 1} of {folds} folds, scored on the one left "
                        "(what choosing flatters, held out)", **_scores(choice, y)}
@@ -86,8 +86,9 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     # Four honest held-out estimates (the average and a single model fit nothing to the validation images);
     # new photos get the best. With one or two out-of-fold images per whale the stacker often loses, and the
     # average loses to a member much better than the rest; the pool's few weights can weigh them.
-    use = min([("stacker", held_out), (POOL, pooled), ("plain average", average), (best["model"], best)],
-              key=lambda c: c[1]["log loss"])[0]
+    combination, member = min([((STACKER, None), held_out), ((POOL, None), pooled), ((AVERAGE, None), average),
+                               ((MEMBER, best["model"]), best)], key=lambda c: c[1]["log loss"])[0]
+    use = choice_name(combination, member)
 
     # The trap: fit on in-fold features (each model's own training images).
     train_names, X_train, _, y_train = stack_features(runs, "train")
@@ -102,19 +103,16 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     pool.save(out_dir / "pool.npz")
     out_dir.mkdir(parents=True, exist_ok=True)
     members = [os.path.relpath(d.resolve(), out_dir.resolve()) for d in run_dirs]     # movable with the root
-    atomic.write_json(out_dir / "stacker.json", {"runs": members, "classes": classes,
-                                                 "feature_dims": [int(r["valid_features"].shape[1]) for r in runs],
-                                                 "C": params[0], "floor": params[1], "use": use,
-                                                 "pool weights": dict(zip([d.name for d in run_dirs],
-                                                                          pool.weights_.tolist())),
-                                                 "cv_log_loss": {f"C={c} floor={f}": v for (c, f), v in losses.items()}})
+    EnsembleRecord(members, classes, [int(r["valid_features"].shape[1]) for r in runs], params[0], params[1],
+                   combination, member, dict(zip([d.name for d in run_dirs], pool.weights_.tolist())),
+                   {f"C={c} floor={f}": v for (c, f), v in losses.items()}).save(out_dir)
     results = {"runs": [d.name for d in run_dirs], "chosen C": params[0], "chosen floor": params[1],
-               "best single model": best["model"], "predictions from": use,
-               "table": rows, "seconds": time.perf_counter() - started}
-    sub = _write_test_submission(runs, run_dirs, use, (stacker, pool), out_dir, classes, gzip, log)
+               "best single model": best["model"], "predictions from": use, "table": rows}
+    sub = _write_test_submission(runs, run_dirs, (combination, member), (stacker, pool), out_dir, classes, gzip, log)
     if sub:
         results["submission"] = str(sub)
-    atomic.write_json(out_dir / "results.json", results)
+    record = RunRecord("ensemble", "+".join(d.name for d in run_dirs), results, time.perf_counter() - started)
+    record.save(out_dir)
     atomic.write_text(out_dir / "report.md", "\n".join([
         "# Ensemble: logistic regression on concatenated features, log-linear pool of probabilities", "",
         f"Runs: {', '.join(results['runs'])}. C = {params[0]}, prior floor = {params[1]} "
@@ -124,12 +122,12 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
         "log-linear pool, the plain average and the best single run.", "",
         "The in-fold rows are the writeup's trap: near-perfect on the images the feature models trained on, "
         "no better on new ones. Only the out-of-fold row estimates the loss on new photos.", ""]))
-    return results
+    return record
 
 
-def _write_test_submission(runs, run_dirs, use, fitted, out_dir, classes, gzip, log):
-    """Test probabilities of what `use` names (the stacker, the pool, the plain average or one run); rows (and
-    their order) from the runs' own submission."""
+def _write_test_submission(runs, run_dirs, choice, fitted, out_dir, classes, gzip, log):
+    """Test probabilities of the chosen (combination, member); rows (and their order) from the runs' own
+    submission."""
     sub_path = run_dirs[0] / "submission.csv"
     if not sub_path.is_file():
         return None
@@ -137,7 +135,7 @@ def _write_test_submission(runs, run_dirs, use, fitted, out_dir, classes, gzip, 
     if sub_classes != classes:
         raise DataError(f"{sub_path}: class columns differ from features.npz")
     names, X_test, test_probs, _ = stack_features(runs, "test")
-    combined = combine(use, [d.name for d in run_dirs], test_probs, X_test, fitted) if names else []
+    combined = combine(*choice, [d.name for d in run_dirs], test_probs, X_test, fitted) if names else []
     stacked = dict(zip(names, combined))
     fallback = dict(zip(rows, first_probs))  # images some model could not crop: that model's prior row
     missing = [r for r in rows if r not in stacked]

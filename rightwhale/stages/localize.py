@@ -13,8 +13,9 @@ import functools
 import numpy as np
 
 from rightwhale.core import metrics
-from rightwhale.geometry.crop import head_crop_matrix
-from rightwhale.geometry.transforms import augment_batch, invert, transform_points
+from rightwhale.core.records import RunRecord
+from rightwhale.geometry.crop import head_boxes
+from rightwhale.geometry.transforms import augment_batch
 from rightwhale.io.checkpoint import load_variables
 from rightwhale.models import get_model
 from rightwhale.stages import crops
@@ -24,8 +25,6 @@ from rightwhale.train.loop import fit
 from rightwhale.train.state import regression_task
 from rightwhale.views import plots
 from rightwhale.views.report import write_report
-
-WINDOW_CORNERS = np.array([[-0.5, -0.5], [1.5, -0.5], [-0.5, 0.5], [1.5, 0.5]])
 
 
 def augment_boxes(key, images, target, augment):
@@ -38,21 +37,8 @@ def iou_metric(output, target):
     return {"IoU": metrics.iou(output, target)}
 
 
-def head_boxes(survey) -> dict:
-    """Annotated head boxes; where a photo has only points, the box around its head-crop window."""
-    boxes = dict(survey.boxes)
-    todo = sorted(survey.bonnet.keys() & survey.blowhead.keys() - boxes.keys())
-    if todo:
-        p1, p2 = (np.stack([pts[n] for n in todo]) for pts in (survey.bonnet, survey.blowhead))
-        # the 2d x d window as a 2 x 1 pixel crop, its corners mapped back into the photo
-        to_photo = invert(head_crop_matrix(p1, p2, np.full((len(todo), 2), 1e9), 2, 1))
-        corners = np.asarray(transform_points(to_photo, np.broadcast_to(WINDOW_CORNERS, (len(todo), 4, 2))))
-        lo, hi = corners.min(axis=1), corners.max(axis=1)
-        boxes |= dict(zip(todo, np.concatenate([lo, hi - lo], axis=1)))
-    return boxes
 
-
-def run(ws: Workspace) -> dict:
+def run(ws: Workspace) -> RunRecord:
     cfg, survey = ws.cfg, ws.survey
     truth_photo = head_boxes(survey)
     crops.require_annotations(ws, truth_photo.__contains__, "the box localizer needs head boxes "
@@ -92,10 +78,9 @@ def run(ws: Workspace) -> dict:
     results["box crops written"] = made["count"]
     results["head boxes derived from the points (no head_boxes.json entry)"] = len(truth_photo) - len(
         survey.boxes.keys() & truth_photo.keys())
-    ws.write_json("results.json", results)
     write_report(ws.run_dir, f"Head-box localizer: {cfg.model}", results,
                  figures=[("IoU on validation photos", "iou_histogram.png"),
                           ("Validation photos: predicted (yellow) and true (green) head boxes", "valid_boxes.png")],
                  notes=["crops/: box crops (training photos from annotated boxes, validation and test "
                         "from predicted ones) for `train.py --stage classify --crops boxes`"])
-    return results
+    return ws.record(results)

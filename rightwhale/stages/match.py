@@ -19,6 +19,7 @@ import numpy as np
 from rightwhale.core import metrics
 from rightwhale.core.config import Match
 from rightwhale.core.errors import DataError
+from rightwhale.core.records import RunRecord
 from rightwhale.io.formats import Problem, report_problems
 from rightwhale.scorers import matching, novelty
 from rightwhale.scorers.match_run import CALIBRATION, GALLERY, leave_one_out
@@ -43,7 +44,7 @@ def build_gallery(names, whales, features, cfg, seed: int, source="the training 
     return gallery
 
 
-def run(ws: Workspace) -> dict:
+def run(ws: Workspace) -> RunRecord:
     cfg, labelled = ws.cfg.match, ws.labels_source
     started = time.perf_counter()
     cache = ws.cache(cfg.crop_size)
@@ -88,7 +89,6 @@ def run(ws: Workspace) -> dict:
         "gallery crops": len(gallery), "gallery descriptors": int(len(gallery.descriptors)),
         "gallery MB": gallery.nbytes() / 2**20, "crops without features": len(problems),
         "minutes": (time.perf_counter() - started) / 60})
-    ws.write_json("results.json", results)
     match_figure(cache, gallery, names["valid"], features["valid"], queries["valid"], probs["valid"], classes,
                  labels["valid"], ws.path("valid_matches.png"))
     write_report(ws.run_dir, "Local-feature matcher (RootSIFT, LNBNN, RANSAC)", results, history=False,
@@ -97,7 +97,7 @@ def run(ws: Workspace) -> dict:
                  notes=[f"data: {ws.survey.root}", f"matcher: {cfg}",
                         "temperature and floor fitted on leave-one-out scores of the training crops",
                         "features.npz: per-whale scores (training crops: leave-one-out) for the ensemble"])
-    return results
+    return ws.record(results)
 
 
 def match_figure(cache, gallery, names, features, queries, probs, classes, labels, path, count: int = 8):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import softmax
 
-from rightwhale.stages.classify import prediction_grid, train_classifier
-from rightwhale.stages.localize import head_boxes
+from rightwhale.core.records import RunRecord
+from rightwhale.geometry.crop import head_boxes
+from rightwhale.stages.fit_classifier import prediction_grid, train_classifier
 from rightwhale.stages.workspace import Workspace
 from rightwhale.train.feed import predict
 from rightwhale.views import plots
@@ -22,7 +23,7 @@ from rightwhale.views.saliency import occlusion_map
 SALIENCY_PHOTOS = 8
 
 
-def run(ws: Workspace) -> dict:
+def run(ws: Workspace) -> RunRecord:
     cache = ws.cache()
     model, variables, results, names, probs = train_classifier(ws, cache)
     prediction_grid(ws, cache, names["valid"], probs["valid"], ws.path("valid_predictions.png"))
@@ -44,14 +45,13 @@ def run(ws: Workspace) -> dict:
         results["head box share of the photo"] = float(np.mean([mask.mean() for mask, _ in pairs]))
     plots.saliency_overlays(photos, maps, ws.path("saliency.png"),
                             titles=[f"{n} ({ws.survey.train[n]})" for n in shown])
-    ws.write_json("results.json", results)
     write_report(ws.run_dir, f"Naive whole-photo classifier: {ws.cfg.model}", results,
                  figures=[("Occlusion saliency (red: hiding this lowers the true whale's probability)", "saliency.png"),
                           ("Validation photos with the top guess", "valid_predictions.png")],
                  notes=["the writeup's naive model scored about 5.8 of a 6.10 chance on the real data",
                         "saliency share on the head box vs the head box's share of the photo: a model "
                         "that looks at the whale concentrates its saliency on the head"])
-    return results
+    return ws.record(results)
 
 
 def _box_mask(box, cache, name):

@@ -15,6 +15,7 @@ import numpy as np
 from rightwhale.core import atomic, metrics
 from rightwhale.core.config import StageConfig
 from rightwhale.core.errors import DataError
+from rightwhale.core.records import RunRecord
 from rightwhale.io.cache import ImageCache, Rows, build_cache
 from rightwhale.io.formats import report_problems
 from rightwhale.io.split import Split, ensure_split
@@ -67,6 +68,10 @@ class Workspace:
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
+
+    def record(self, figures: dict, **typed) -> RunRecord:
+        """The run's record (results.json, written by run_stage): the figures for people, `typed` for code."""
+        return RunRecord(self.cfg.stage, self.cfg.model, figures, **typed)
 
     def write_json(self, name: str, obj) -> Path:
         atomic.write_json(self.path(name), obj)
