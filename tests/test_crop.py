@@ -207,9 +207,7 @@ def test_off_axis_marks_land_where_the_head_window_puts_them(angle):
     marks = [centre + d * (a * along + b * across) for a, b in offsets.values()]
     np.testing.assert_allclose(marks[:2], [bonnet, blowhead], atol=1e-9)
     photo = gaussian_marks((170, 180), marks)
-    made = crop.head_crop(photo, bonnet, blowhead, out_w, out_h)
-    assert not isinstance(made, str), made
-    head, mat, whole = made
+    head, mat, whole = crop.head_crop(photo, bonnet, blowhead, out_w, out_h)
     assert head.shape == (out_h, out_w, len(offsets)) and not whole
     expected = np.array([[(out_w - 1) / 2 + a * out_w / 2, (out_h - 1) / 2 + b * out_h] for a, b in inside.values()])
     found = np.array([centre_of_mass(head[None], c)[0] for c in range(len(inside))])
@@ -218,3 +216,13 @@ def test_off_axis_marks_land_where_the_head_window_puts_them(angle):
     # the window is d high and 2d wide: marks a bit beyond it leave (next to) nothing in the crop
     mass = np.asarray(head, np.float64).sum(axis=(0, 1))
     assert (mass[len(inside):] < 0.01 * mass[:len(inside)].min()).all(), mass
+
+
+def test_points_that_cannot_place_a_head_say_why():
+    photo = np.zeros((40, 60, 3), np.uint8)
+    with pytest.raises(crop.UnplaceableHead, match="coincide"):
+        crop.head_crop(photo, (10.0, 10.0), (10.2, 10.0), 32, 16)
+    with pytest.raises(crop.UnplaceableHead, match="outside the 60x40 photo"):
+        crop.head_crop(photo, (10.0, 10.0), (70.0, 10.0), 32, 16)
+    head, _, whole = crop.head_crop(photo, (10.0, 10.0), (70.0, 10.0), 32, 16, predicted=True)   # a guess: whole photo
+    assert head.shape == (16, 32, 3) and whole

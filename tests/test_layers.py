@@ -70,3 +70,10 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    from rightwhale.cli.identify import main\n    from rightwhale.core import atomic\n")
     assert imports_of(probe) == {"rightwhale.cli.identify", "rightwhale.core.atomic"}
+
+
+def test_paths_relative_to_the_package_still_find_the_checkout():
+    """A module moved one folder deeper must not lose the files it finds beside the package."""
+    from rightwhale.io import survey
+    assert survey.PROJECT_ANNOTATIONS == PACKAGE.parent / "annotations"
+    assert (survey.PROJECT_ANNOTATIONS / "points1.json").is_file()

@@ -187,10 +187,10 @@ def head_of(pipe: Pipeline, path: Path, photo: np.ndarray) -> tuple[np.ndarray, 
         crop.lengthen((bonnet, blowhead), pipe.min_head_length * photo.shape[1])   # as the align stage cut crops
     head_length = float(np.linalg.norm(cut[0] - cut[1]))     # the head the crop was cut for
     size = pipe.align_cfg["crop_size"]
-    made = crop.head_crop(photo, *cut, size, size, predicted=True)
-    if isinstance(made, str):
-        raise BadImage(f"{path}: the aligner's points cannot place a head ({made})")
-    head, _, whole = made
+    try:
+        head, _, whole = crop.head_crop(photo, *cut, size, size, predicted=True)
+    except crop.UnplaceableHead as e:
+        raise BadImage(f"{path}: the aligner's points cannot place a head ({e})") from None
     return head, {"bonnet": bonnet.tolist(), "blowhead": blowhead.tolist(), "tta_spread_px": spread,
                   "head_length_px": head_length, "tta_spread_ratio": spread / max(head_length, 1e-9),
                   "whole_photo_fallback": whole}

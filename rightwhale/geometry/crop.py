@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rightwhale.core.errors import DataError
 from rightwhale.geometry.transforms import invert, rotation, scaling, transform_points, translation, warp
 
 MIN_CROP_H, MIN_CROP_W = 10, 20    # the original's smallest crop, photo pixels
@@ -101,19 +102,23 @@ def warp_photo(photo: np.ndarray, mat, out_w: int, out_h: int) -> np.ndarray:
     return np.asarray(warp(padded[None], mat, out_hw=(out_h, out_w))[0])
 
 
+class UnplaceableHead(DataError):
+    """The points cannot place a head crop in the photo; the message says why."""
+
+
 def head_crop(photo: np.ndarray, p1, p2, out_w: int, out_h: int, predicted: bool = False):
-    """One photo's head crop: (crop, matrix, fell back to the whole photo?), or why the points cannot place it.
-    With `predicted` (a model's guess, not an annotation) a finite pair that cannot place a head (off the
-    photo, coinciding) gives the whole photo, as the original did."""
+    """One photo's head crop: (crop, matrix, fell back to the whole photo?); UnplaceableHead says why the points
+    cannot place it. With `predicted` (a model's guess, not an annotation) a finite pair that cannot place a
+    head (off the photo, coinciding) gives the whole photo, as the original did."""
     h, w = photo.shape[:2]
     hw, pts = np.array([h, w], np.float32), np.array([p1, p2], np.float64)
     if not np.isfinite(pts).all():
-        return "point coordinates are not finite"
+        raise UnplaceableHead("point coordinates are not finite")
     inside = (pts >= -0.5).all() and (pts[:, 0] <= w - 0.5).all() and (pts[:, 1] <= h - 0.5).all()
     reason = (f"a point lies outside the {w}x{h} photo" if not inside else
               "bonnet and blowhead coincide (under 1 pixel apart)" if math.dist(p1, p2) < 1.0 else None)
     if reason and not predicted:
-        return reason
+        raise UnplaceableHead(reason)
     whole = bool(reason) or bool(crop_falls_back(p1, p2, hw))
     mat = whole_photo_matrix(hw, out_w, out_h) if reason else head_crop_matrix(p1, p2, hw, out_w, out_h)
     return warp_photo(photo, mat, out_w, out_h), np.asarray(mat), whole

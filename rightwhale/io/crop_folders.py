@@ -1,6 +1,9 @@
-"""`python -m rightwhale crop`: head crops of a whole data directory, written as a new data directory
-(imgs/, train.csv, the points mapped into the crops, source.json naming the survey they came from), with
-the geometry of geometry/crop.py.
+"""`python -m rightwhale crop`: head crops of a whole data directory, written as a new data directory.
+
+Cut the head out of every annotated photo (bonnet pointing right, window 2d x d around 0.4 bonnet + 0.6
+blowhead; or a head box with --boxes), with the geometry of geometry/crop.py, and write the crops in the
+Kaggle layout: imgs/, train.csv, the points mapped into the crops, source.json naming the survey they came
+from.
 """
 import argparse
 import csv
@@ -13,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from rightwhale.core.atomic import write_bytes, write_csv, write_json
-from rightwhale.geometry.crop import box_crop_matrix, box_falls_back, head_crop, warp_photo
+from rightwhale.geometry.crop import UnplaceableHead, box_crop_matrix, box_falls_back, head_crop, warp_photo
 from rightwhale.geometry.transforms import transform_points
 from rightwhale.io import survey as data
 from rightwhale.io.formats import report_problems, sloth_points
@@ -69,15 +72,15 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
             problems.append(data.Problem(path, None, str(e).split(": ", 1)[-1], "unreadable image"))
             continue
         if box_of is None:
-            made = head_crop(photo, bonnet[name], blowhead[name], out_w, out_h, predicted)
+            try:
+                crop, mat, whole = head_crop(photo, bonnet[name], blowhead[name], out_w, out_h, predicted)
+            except UnplaceableHead as e:
+                problems.append(data.Problem(path, None, str(e), "degenerate points"))
+                continue
         else:
             hw = np.array(photo.shape[:2], np.float32)
             mat = box_crop_matrix(box_of[name], hw, out_w, out_h, box_pad)
-            made = warp_photo(photo, mat, out_w, out_h), mat, bool(box_falls_back(box_of[name], hw, box_pad))
-        if isinstance(made, str):
-            problems.append(data.Problem(path, None, made, "degenerate points"))
-            continue
-        crop, mat, whole = made
+            crop, whole = warp_photo(photo, mat, out_w, out_h), bool(box_falls_back(box_of[name], hw, box_pad))
         write_bytes(out / "imgs" / name, _encode(crop, name))
         done.append(name)
         if whole:
@@ -105,11 +108,7 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m rightwhale crop",
-        description="Cut the head out of every annotated photo of a data directory (bonnet pointing right, window "
-                    "2d x d around 0.4 bonnet + 0.6 blowhead; or a head box with --boxes) and write the crops as a "
-                    "new data directory in the Kaggle layout, points mapped into the crops.")
+    parser = argparse.ArgumentParser(prog="python -m rightwhale crop", description=__doc__.split("\n\n")[1])
     add = parser.add_argument
     add("--data-dir", required=True, help="input data directory (train.csv, imgs/, points1.json, points2.json)")
     add("--out", required=True, help="output data directory (created)")

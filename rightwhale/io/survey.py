@@ -30,7 +30,7 @@ from rightwhale.io.formats import (
     summarize_problems,
 )
 
-PROJECT_ANNOTATIONS = Path(__file__).resolve().parents[1] / "annotations"
+PROJECT_ANNOTATIONS = Path(__file__).resolve().parents[2] / "annotations"      # the checkout's annotations/
 DEFAULT_DATA_DIR = "data/synthetic-survey"
 WHERE_TO_GET_DATA = ("download the Kaggle data from https://www.kaggle.com/c/noaa-right-whale-recognition/data "
                      "(train.csv, imgs/, sample_submission.csv), or omit --data-dir to use the embedded synthetic "

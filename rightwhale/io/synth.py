@@ -108,17 +108,17 @@ class Sighting:
 @dataclass
 class Photo:
     name: str                         # w_<n>.jpg
-    whale: int                        # index into Survey.whales
-    sighting: int                     # index into Survey.sightings
+    whale: int                        # index into SyntheticSurvey.whales
+    sighting: int                     # index into SyntheticSurvey.sightings
     test: bool
     bonnet: tuple[float, float]       # (x, y) photo pixels, pixel centres at integers
     blowhead: tuple[float, float]
     head_box: tuple[float, float, float, float]  # (x, y, width, height), clipped to the photo
-    index: int                        # position in Survey.photos; keys its render stream
+    index: int                        # position in SyntheticSurvey.photos; keys its render stream
 
 
 @dataclass
-class Survey:
+class SyntheticSurvey:
     spec: SurveySpec
     whales: list[Whale]
     sightings: list[Sighting]
@@ -238,7 +238,7 @@ def _place_head(rng, spec: SurveySpec, whale: Whale, sighting: Sighting):
     return tuple(map(float, bonnet)), tuple(map(float, blowhead)), box
 
 
-def plan_survey(spec: SurveySpec) -> Survey:
+def plan_survey(spec: SurveySpec) -> SyntheticSurvey:
     """Draw every whale, sighting and photo (names, labels, split, points, boxes); no pixels."""
     rng = _rng(spec.seed, _PLAN)
     ids = [f"whale_{i:05d}" for i in rng.choice(100_000, spec.whales, replace=False)]
@@ -247,7 +247,7 @@ def plan_survey(spec: SurveySpec) -> Survey:
     ratio = spec.test_fraction / (1 - spec.test_fraction)
     n_test = np.where(n_train >= 2, np.floor(n_train * ratio + rng.random(spec.whales)), 0).astype(int)
     names = rng.permutation(int(n_train.sum() + n_test.sum()))
-    survey = Survey(spec, [], [])
+    survey = SyntheticSurvey(spec, [], [])
     for w in range(spec.whales):
         survey.whales.append(_make_whale(_rng(spec.seed, _WHALE, w), ids[w], int(types[w])))
         wrng = _rng(spec.seed, _PHOTO, w)
@@ -312,7 +312,7 @@ def _sea_surface(rng, h: int, w: int, s: Sighting):
     return height / height.std(), slope / slope.std()
 
 
-def render_photo(survey: Survey, photo: Photo) -> np.ndarray:
+def render_photo(survey: SyntheticSurvey, photo: Photo) -> np.ndarray:
     """The photo as an (H, W, 3) uint8 array."""
     spec, s = survey.spec, survey.sightings[photo.sighting]
     rng = _rng(spec.seed, _RENDER, photo.index)
@@ -402,7 +402,7 @@ def _draw_whale(rng, img, white, height, reflection, photo: Photo, whale: Whale,
         white[pixels] += 0.5 * np.exp(-(((u - 1.15) / 0.2) ** 2 + (v / 0.15) ** 2)) * (0.3 + foam)
 
 
-def _jpeg(survey: Survey, photo: Photo) -> bytes:
+def _jpeg(survey: SyntheticSurvey, photo: Photo) -> bytes:
     quality = int(_rng(survey.spec.seed, _RENDER, photo.index, 1).integers(72, 96))
     buf = io.BytesIO()
     Image.fromarray(render_photo(survey, photo)).save(buf, format="JPEG", quality=quality)
@@ -411,20 +411,20 @@ def _jpeg(survey: Survey, photo: Photo) -> bytes:
 
 # --- the data directory ----------------------------------------------------------------
 
-_WORKER_SURVEY: Survey | None = None
+_WORKER_SURVEY: SyntheticSurvey | None = None
 
 
-def _init_worker(survey: Survey) -> None:
+def _init_worker(survey: SyntheticSurvey) -> None:
     global _WORKER_SURVEY
     _WORKER_SURVEY = survey
 
 
-def _write_photo(index: int, imgs: Path, survey: Survey | None = None) -> None:
+def _write_photo(index: int, imgs: Path, survey: SyntheticSurvey | None = None) -> None:
     survey = survey or _WORKER_SURVEY
     atomic.write_bytes(imgs / survey.photos[index].name, _jpeg(survey, survey.photos[index]))
 
 
-def _render_all(survey: Survey, indices: list[int], imgs: Path, workers: int, progress: bool) -> None:
+def _render_all(survey: SyntheticSurvey, indices: list[int], imgs: Path, workers: int, progress: bool) -> None:
     with tqdm(total=len(indices), desc="rendering survey photos", unit="photo", disable=not progress) as bar:
         if workers <= 1 or len(indices) < 2 * workers:
             for i in indices:
@@ -439,7 +439,7 @@ def _render_all(survey: Survey, indices: list[int], imgs: Path, workers: int, pr
                 bar.update()
 
 
-def _write_tables(survey: Survey, out: Path) -> None:
+def _write_tables(survey: SyntheticSurvey, out: Path) -> None:
     """The label tables and the Sloth annotation files (of the training photos, as on Kaggle)."""
     photos = sorted(survey.photos, key=lambda p: int(p.name[2:-4]))
     whale_ids = [w.whale_id for w in survey.whales]
@@ -507,7 +507,7 @@ def generate_survey(out_dir, whales: int = 40, seed: int = 0, width: int = 480, 
     return out
 
 
-def write_preview(survey: Survey, data_dir, png, columns: int = 4, rows: int = 3, width: int = 800) -> Path:
+def write_preview(survey: SyntheticSurvey, data_dir, png, columns: int = 4, rows: int = 3, width: int = 800) -> Path:
     """A PNG grid of photos (bonnet red, blowhead cyan, head box yellow) over a row of head crops of one
     whale from different sightings, so a reader sees that its callosities identify it."""
     imgs = Path(data_dir) / "imgs"

@@ -1,5 +1,8 @@
 """python -m rightwhale.models NAME [--size S] [--classes K]: print a model's layer table.
-python -m rightwhale.models --list: the registered names, each with its docstring's first line."""
+python -m rightwhale.models --list: the registered names, each with its docstring's first line.
+
+A nolearn-style table of a model's layers (name, output size, learnable parameters) and its total learnable
+parameters (batch-norm mean and variance excluded). Shapes only: nothing is compiled or allocated."""
 import argparse
 import sys
 
@@ -9,11 +12,7 @@ from . import MODELS, REGRESSION_OUTPUTS, get_model, layer_table, model_names
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m rightwhale.models",
-        description="Print a nolearn-style table of a model's layers (name, output size, learnable "
-                    "parameters) and its total learnable parameters (batch-norm mean and variance "
-                    "excluded). Shapes only: nothing is compiled or allocated.")
+    parser = argparse.ArgumentParser(prog="python -m rightwhale.models", description=__doc__.split("\n\n")[1])
     parser.add_argument("name", nargs="?", choices=model_names(), metavar="NAME",
                         help="model name, one of: " + ", ".join(model_names()))
     parser.add_argument("--list", action="store_true", help="list the model names and what each is")

@@ -121,10 +121,10 @@ def _figures(ws, cache, valid, true_cache, predicted, to_crop, count=12):
     size = ws.cfg.crop_size
     heads, pred_in, true_in, titles = [], [], [], []
     for n in shown:
-        made = crop.head_crop(read_image(ws.survey.image_path(n)), *to_crop[n], size, size, predicted=True)
-        if isinstance(made, str):
+        try:
+            head, mat, _ = crop.head_crop(read_image(ws.survey.image_path(n)), *to_crop[n], size, size, predicted=True)
+        except crop.UnplaceableHead:
             continue
-        head, mat, _ = made
         heads.append(head)
         titles.append(n)
         pred_in.append(np.asarray(transform_points(mat, to_crop[n])))

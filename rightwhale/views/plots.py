@@ -1,7 +1,7 @@
 """The pictures a user looks at instead of reading numbers: grids, histograms, overlays.
 
-Figures go through matplotlib's Agg backend (no screen needed) and are
-written atomically as PNG. The two pictures identify draws for every photo of a
+Figures are matplotlib Figure objects drawn without pyplot (no screen needed, and importing this leaves
+matplotlib's backend as the user set it), written atomically as PNG. The two pictures identify draws for every photo of a
 batch (`contact_sheet`, `match_pairs`) are drawn with Pillow instead: the same
 picture in a few milliseconds rather than half a second, which is what lets a
 thousand-photo batch finish in minutes.
@@ -11,14 +11,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image, ImageDraw, ImageFont
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-
-from rightwhale.core import atomic  # noqa: E402
+from rightwhale.core import atomic
 
 POINT_COLOURS = ("#ff3030", "#30c0ff", "#ffe030", "#60ff60")  # bonnet, blowhead, ...
 TITLE_PX, GAP_PX = 16, 4        # Pillow pictures: a title line above each cell, a gap between cells
@@ -27,7 +25,6 @@ TITLE_PX, GAP_PX = 16, 4        # Pillow pictures: a title line above each cell,
 def save(fig, path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi, bbox_inches="tight")
-    plt.close(fig)
     atomic.write_bytes(path, buf.getvalue())
     return Path(path)
 
@@ -39,8 +36,8 @@ def image_grid(images, path, titles=None, points=None, true_points=None, boxes=N
     n = len(images)
     nrows = max(1, -(-n // ncols))
     ncols = min(ncols, max(n, 1))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows * _aspect(images)),
-                             squeeze=False, dpi=100)
+    fig = Figure(figsize=(cell * ncols, cell * nrows * _aspect(images)), dpi=100)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:n]):
@@ -59,7 +56,7 @@ def image_grid(images, path, titles=None, points=None, true_points=None, boxes=N
                 ax.scatter(p[:, 0], p[:, 1], **{key: colours}, **style)
         if boxes is not None and boxes[i] is not None:
             for b, colour in zip(np.asarray(boxes[i]).reshape(-1, 4), ("#ffe030", "#60ff60")):
-                ax.add_patch(plt.Rectangle(b[:2], b[2], b[3], fill=False, lw=1.2, ec=colour))
+                ax.add_patch(Rectangle(b[:2], b[2], b[3], fill=False, lw=1.2, ec=colour))
     return save(fig, path)
 
 
@@ -69,7 +66,8 @@ def _aspect(images) -> float:
 
 
 def histogram(values, path, xlabel: str, title: str = "", bins: int = 20, range_=None):
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    fig = Figure(figsize=(5, 3.2), dpi=100)
+    ax = fig.subplots()
     ax.hist(np.asarray(values), bins=bins, range=range_, color="#3070b0", edgecolor="white")
     ax.axvline(float(np.mean(values)), color="#d03030", lw=1.5, label=f"mean {np.mean(values):.3f}")
     ax.set_xlabel(xlabel)
@@ -83,8 +81,8 @@ def saliency_overlays(images, heatmaps, path, titles=None, ncols: int = 4):
     """Photos with their occlusion maps over them (red: occluding this hurts)."""
     n = len(images)
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, min(ncols, n), figsize=(3 * min(ncols, n), 3 * nrows * _aspect(images)),
-                             squeeze=False, dpi=100)
+    fig = Figure(figsize=(3 * min(ncols, n), 3 * nrows * _aspect(images)), dpi=100)
+    axes = fig.subplots(nrows, min(ncols, n), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:n]):
