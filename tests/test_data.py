@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from rightwhale.core.errors import DataError
-from rightwhale.io import formats
+from rightwhale.io import data_dirs, formats
 from rightwhale.io import survey as data
 from rightwhale.io.images import BadImage, check_image, photo_size, read_bounded, read_image
 from rightwhale.io.survey import Survey, load_survey
@@ -396,11 +396,11 @@ def test_check_images_drops_unreadable_photos(tmp_path):
 
 def test_derived_dir_moves_out_of_read_only_folders(tmp_path, monkeypatch):
     write_survey(tmp_path / "ro", LABELS)
-    assert data.derived_dir(tmp_path / "ro") == (tmp_path / "ro" / ".rightwhale").resolve()
+    assert data_dirs.derived_dir(tmp_path / "ro") == (tmp_path / "ro" / ".rightwhale").resolve()
     monkeypatch.setenv("RIGHTWHALE_HOME", str(tmp_path / "home"))
     (tmp_path / "ro").chmod(0o555)
     try:
-        derived = data.derived_dir(tmp_path / "ro")
+        derived = data_dirs.derived_dir(tmp_path / "ro")
     finally:
         (tmp_path / "ro").chmod(0o755)
     assert derived.parent == tmp_path / "home" / "derived"
@@ -409,24 +409,24 @@ def test_derived_dir_moves_out_of_read_only_folders(tmp_path, monkeypatch):
 
 def test_data_dir_resolution(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="nowhere: data directory does not exist.*kaggle"):
-        data.resolve_data_dir(str(tmp_path / "nowhere"))
-    assert data.resolve_data_dir(str(tmp_path)) == tmp_path
+        data_dirs.resolve_data_dir(str(tmp_path / "nowhere"))
+    assert data_dirs.resolve_data_dir(str(tmp_path)) == tmp_path
     calls = []
     fake = types.ModuleType("rightwhale.io.synth")
     fake.generate_survey = lambda out, progress=True: (calls.append(out), write_survey(out, LABELS))
     monkeypatch.setitem(sys.modules, "rightwhale.io.synth", fake)
     monkeypatch.setenv("RIGHTWHALE_DATA", str(tmp_path / "survey"))
-    assert data.resolve_data_dir(None) == tmp_path / "survey"
-    assert data.resolve_data_dir(None) == tmp_path / "survey"
+    assert data_dirs.resolve_data_dir(None) == tmp_path / "survey"
+    assert data_dirs.resolve_data_dir(None) == tmp_path / "survey"
     assert calls == [tmp_path / "survey"]                       # generated once, then reused
 
 
 def test_label_encoder_is_stored_and_guarded(tmp_path):
     s = load_survey(write_survey(tmp_path, LABELS, points=False))
     with pytest.raises(DataError, match="no stored label encoder"):
-        data.load_classes(tmp_path)
-    assert data.save_classes(s) == s.classes == data.load_classes(tmp_path)
-    assert data.save_classes(s) == s.classes
+        data_dirs.load_classes(tmp_path)
+    assert data_dirs.save_classes(s) == s.classes == data_dirs.load_classes(tmp_path)
+    assert data_dirs.save_classes(s) == s.classes
     other = Survey(root=tmp_path, train={}, test=[], classes=["whale_x"])
     with pytest.raises(DataError, match="differ.*delete it"):
-        data.save_classes(other)
+        data_dirs.save_classes(other)

@@ -21,8 +21,9 @@ from scipy.special import softmax
 from rightwhale.core import metrics
 from rightwhale.core.errors import DataError
 from rightwhale.io.cache import Rows, build_cache
+from rightwhale.io.data_dirs import source_of, source_survey
 from rightwhale.io.formats import report_problems
-from rightwhale.io.survey import load_survey, source_of, source_survey
+from rightwhale.io.survey import load_survey
 from rightwhale.scorers import matching, novelty
 from rightwhale.scorers.classifier import load_classifier
 from rightwhale.scorers.match_run import MatchRun, is_match_run, leave_one_out

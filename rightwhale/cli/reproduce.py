@@ -26,7 +26,7 @@ from rightwhale.core.config import PRESETS, stage_config
 from rightwhale.core.errors import DataError
 from rightwhale.core.records import RESULTS, EnsembleRecord, RunRecord
 from rightwhale.ensemble.members import FINAL_SIX, choice_name, ensemble_runs
-from rightwhale.io.survey import resolve_data_dir, source_survey
+from rightwhale.io.data_dirs import resolve_data_dir, source_survey
 from rightwhale.stages import main as train_main
 from rightwhale.stages.crops import ANNOTATED, annotated_crops
 from rightwhale.stages.ensemble import run_ensemble

@@ -27,10 +27,11 @@ from tqdm import tqdm
 
 from rightwhale.core.atomic import atomic_open, write_json
 from rightwhale.core.errors import DataError
+from rightwhale.io.data_dirs import derived_dir, resolve_data_dir
 from rightwhale.io.formats import Problem, report_problems, summarize_problems
 from rightwhale.io.images import BadImage, photo_size, read_image
 from rightwhale.io.split import fingerprint
-from rightwhale.io.survey import derived_dir, load_survey, resolve_data_dir
+from rightwhale.io.survey import load_survey
 
 FORMAT = 2
 INDEX, DATA, PARTIAL, PROGRESS = "index.json", "images.u8", "images.u8.partial", "progress.json"

@@ -17,8 +17,9 @@ import numpy as np
 from rightwhale.core import config
 from rightwhale.core.atomic import is_writer, write_json
 from rightwhale.core.errors import DataError
+from rightwhale.io.data_dirs import derived_dir, resolve_data_dir
 from rightwhale.io.formats import report_problems
-from rightwhale.io.survey import Survey, derived_dir, load_survey, resolve_data_dir
+from rightwhale.io.survey import Survey, load_survey
 
 
 class SplitMismatch(DataError):

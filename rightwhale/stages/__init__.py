@@ -20,8 +20,8 @@ from rightwhale.core.config import PRESETS, STAGES, Match, stage_config
 from rightwhale.core.errors import DataError
 from rightwhale.core.records import RunRecord
 from rightwhale.io import history as history_io
+from rightwhale.io.data_dirs import resolve_data_dir
 from rightwhale.io.formats import report_problems
-from rightwhale.io.survey import resolve_data_dir
 from rightwhale.models import model_names
 
 CROP_STAGES = ("classify", "match")     # the stages that read head crops

@@ -15,8 +15,9 @@ from rightwhale.core import atomic
 from rightwhale.core.config import stage_config
 from rightwhale.core.errors import DataError
 from rightwhale.io.crop_folders import crop_data_dir
+from rightwhale.io.data_dirs import resolve_data_dir, source_of
 from rightwhale.io.formats import report_problems, sloth_boxes, sloth_points
-from rightwhale.io.survey import load_survey, resolve_data_dir, source_of
+from rightwhale.io.survey import load_survey
 
 CROP_SOURCES = {"aligned": ("align", "head"), "boxes": ("localize", "box")}
 

@@ -34,8 +34,8 @@ from rightwhale.ensemble.stacking import (
     cross_val_pool,
     nested_cv_proba,
 )
+from rightwhale.io.data_dirs import source_survey
 from rightwhale.io.submission import read_submission, write_submission
-from rightwhale.io.survey import source_survey
 from rightwhale.views.report import table
 
 

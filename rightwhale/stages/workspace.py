@@ -17,10 +17,11 @@ from rightwhale.core.config import StageConfig
 from rightwhale.core.errors import DataError
 from rightwhale.core.records import RunRecord
 from rightwhale.io.cache import ImageCache, Rows, build_cache
+from rightwhale.io.data_dirs import save_classes
 from rightwhale.io.formats import report_problems
 from rightwhale.io.split import Split, ensure_split
 from rightwhale.io.submission import write_submission
-from rightwhale.io.survey import Survey, load_survey, save_classes
+from rightwhale.io.survey import Survey, load_survey
 
 # Fields a resumed run may change: how long it trains (max_epochs only without a
 # learning-rate decay, whose schedule spans max_epochs).
