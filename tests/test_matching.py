@@ -250,3 +250,18 @@ def test_match_pictures_take_any_crop_shape(tmp_path):
     with Image.open(plots.contact_sheet([np.ones((10, 10, 1)), None], tmp_path / "c.png", ["a", ""], ncols=2,
                                         cell=50)) as im:
         assert np.asarray(im)[plots.TITLE_PX + 5, 5].tolist() == [255, 255, 255]    # float 1.0 is white
+
+
+def test_the_index_cells_do_not_depend_on_the_thread_count():
+    """faiss's k-means sums in parallel; the centroids (and so every score) must not follow the machine's cores."""
+    import faiss
+    descriptors = (np.random.default_rng(0).random((20000, 128)) * 255).astype(np.uint8)
+    threads = faiss.omp_get_max_threads()
+    found = []
+    try:
+        for n in (1, 2):
+            faiss.omp_set_num_threads(n)
+            found.append(matching.train_centroids(descriptors, 64, seed=0))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    np.testing.assert_array_equal(found[0], found[1])

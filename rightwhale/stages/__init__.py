@@ -109,7 +109,7 @@ def default_run_dir(args, cfg) -> Path:
 
 
 def run_stage(args) -> RunRecord:
-    """Resolve data, configuration and folders, then run one stage; returns its results."""
+    """Resolve data, configuration and folders, then run one stage; writes and returns its record."""
     from rightwhale.stages import crops
     from rightwhale.stages.workspace import open_workspace
     cfg = stage_config(args.stage, args.preset, **_overrides(args))
