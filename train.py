@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""python train.py --stage {naive,localize,align,classify} [--help]: see rightwhale/stages."""
+"""python train.py --stage {naive,localize,align,classify,match} [--help]: see rightwhale/stages."""
 import sys
 
 from rightwhale.stages import main

@@ -19,23 +19,38 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """The rightwhale modules a file imports (a name imported from a package counts as its module if it is one)."""
+def imports_of(path: Path, package: str = "") -> set[str]:
+    """The rightwhale modules a file imports (a name imported from a package counts as its module if it is one):
+    absolute and relative imports, and module names given to importlib as text. `package`: the file's own
+    package, for its relative imports."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "rightwhale":
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:           # from .x import y, from .. import z
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            if base.split(".")[0] != "rightwhale":
+                continue
             for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
+                sub = f"{base}.{alias.name}"
                 is_module = (PACKAGE.parent / (sub.replace(".", "/") + ".py")).is_file() or \
                     (PACKAGE.parent / sub.replace(".", "/")).is_dir()
-                found.add(sub if is_module else node.module)
+                found.add(sub if is_module else base)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "rightwhale"}
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
+            found |= {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                      and a.value.split(".")[0] == "rightwhale"}
     return found
 
 
+def package_of(path: Path) -> str:
+    return module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+
+
 def graph() -> dict[str, set[str]]:
-    return {module_name(p): imports_of(p) - {module_name(p)} for p in PACKAGE.rglob("*.py")}
+    return {module_name(p): imports_of(p, package_of(p)) - {module_name(p)} for p in PACKAGE.rglob("*.py")}
 
 
 def layer(module: str) -> str | None:
@@ -68,8 +83,13 @@ def test_the_import_graph_has_no_circle():
 def test_the_checker_sees_an_upward_import(tmp_path):
     """The checks above could pass by finding nothing: this file's own kind of import is found."""
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from rightwhale.cli.identify import main\n    from rightwhale.core import atomic\n")
-    assert imports_of(probe) == {"rightwhale.cli.identify", "rightwhale.core.atomic"}
+    probe.write_text("import importlib\n"
+                     "def f():\n    from rightwhale.cli.identify import main\n    from rightwhale.core import atomic\n"
+                     "    from ..cli import catalogue\n    from .layers import conv\n"
+                     "    importlib.import_module('rightwhale.stages.match')\n")
+    assert imports_of(probe, "rightwhale.models") == {"rightwhale.cli.identify", "rightwhale.core.atomic",
+                                                     "rightwhale.cli.catalogue", "rightwhale.models.layers",
+                                                     "rightwhale.stages.match"}
 
 
 def test_paths_relative_to_the_package_still_find_the_checkout():

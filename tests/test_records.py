@@ -56,15 +56,20 @@ def test_an_ensemble_record_reads_back_and_resolves_its_members(tmp_path):
 @pytest.mark.parametrize("use, expected", [("stacker", ("stacker", None)), ("log-linear pool", (POOL, None)),
                                            ("plain average", (AVERAGE, None)), ("resnet19", (MEMBER, "resnet19"))])
 def test_an_ensemble_record_from_before_the_schema_maps_its_display_names(tmp_path, use, expected):
-    (tmp_path / "stacker.json").write_text(json.dumps({"runs": ["../a"], "classes": ["w1"], "feature_dims": [1],
-                                                       "C": 0.3, "floor": 0.05, "use": use}))
+    (tmp_path / "stacker.json").write_text(json.dumps({"runs": ["../a", "../resnet19"], "classes": ["w1"],
+                                                       "feature_dims": [1, 1], "C": 0.3, "floor": 0.05, "use": use}))
     record = EnsembleRecord.load(tmp_path)
     assert (record.combination, record.member) == expected
 
 
-@pytest.mark.parametrize("change, problem", [({"combination": "vote"}, "not one of"),
-                                             ({"combination": MEMBER}, "not one of"),
-                                             ({"floor": 2.0}, "floor"), ({"classes": None}, "malformed")])
+@pytest.mark.parametrize("change, problem", [({"combination": "vote"}, "unknown combination 'vote'"),
+                                             ({"combination": MEMBER}, "names member None, not one of a"),
+                                             ({"combination": MEMBER, "member": "b"}, "names member 'b'"),
+                                             ({"member": "a"}, "takes no member"),
+                                             ({"feature_dims": [1, 2]}, "2 feature sizes for 1 members"),
+                                             ({"classes": "w1"}, "classes must be a list"),
+                                             ({"schema": "1"}, "no version number"),
+                                             ({"floor": 2.0}, "floor"), ({"classes": None}, "classes must be")])
 def test_a_bad_ensemble_record_is_refused(tmp_path, change, problem):
     good = {"schema": SCHEMA, "members": ["../a"], "classes": ["w1"], "feature_dims": [1], "C": 0.3, "floor": 0.05,
             "combination": AVERAGE, "member": None}

@@ -82,7 +82,7 @@ def test_an_ensemble_is_remade_only_when_a_member_is_newer(monkeypatch, tmp_path
     def fake_ensemble(members, out):
         made.append(out)
         out.mkdir(exist_ok=True)
-        EnsembleRecord([f"../{m.name}" for m in members], ["w1"], [1], 0.03, 0.2, AVERAGE).save(out)
+        EnsembleRecord([f"../{m.name}" for m in members], ["w1"], [1] * len(members), 0.03, 0.2, AVERAGE).save(out)
         record = RunRecord("ensemble", "+".join(m.name for m in members), {"table": table}, seconds=6.0)
         record.save(out)
         return record

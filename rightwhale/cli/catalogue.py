@@ -30,8 +30,7 @@ from rightwhale.core.errors import DataError
 from rightwhale.io.formats import report_problems
 from rightwhale.io.images import BadImage, read_image
 from rightwhale.io.survey import load_survey
-from rightwhale.scorers.match_run import MatchRun, is_match_run
-from rightwhale.stages.match import GALLERY
+from rightwhale.scorers.match_run import GALLERY, MatchRun, is_match_run
 
 DECISIONS = ("photo", "crop", "decision", "whale", "catalogue")
 ADDING = {"known", "new"}

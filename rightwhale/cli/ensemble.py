@@ -70,3 +70,7 @@ def main(argv=None) -> int:
     print(table(record.figures["table"]))
     print(f"\nreport: {Path(args.out) / 'report.md'}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

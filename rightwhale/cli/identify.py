@@ -35,8 +35,8 @@ from tqdm import tqdm
 from rightwhale.core import atomic, runlock
 from rightwhale.core.config import Tta
 from rightwhale.core.errors import DataError
-from rightwhale.core.records import AVERAGE, POOL, RESULTS, STACKER, EnsembleRecord, RunRecord
-from rightwhale.ensemble.members import combine, default_runs, ensemble_runs, resolve_runs
+from rightwhale.core.records import AVERAGE, ENSEMBLE, POOL, RESULTS, STACKER, EnsembleRecord, RunRecord
+from rightwhale.ensemble.members import choice_name, combine, default_runs, ensemble_runs, resolve_runs
 from rightwhale.ensemble.stacking import LogLinearPool, Stacker
 from rightwhale.geometry import crop
 from rightwhale.io.cache import rescale_points
@@ -121,7 +121,7 @@ class Pipeline:
                                LogLinearPool.load(pool) if pool.is_file() else None)
         # what a photo's record was made with: a rerun of the batch redoes a photo made otherwise
         self.fingerprint = {"align": str(align_run.resolve()) if self.aligner is not None else None,
-                            "runs": [str(r.resolve()) for r in self.classify_runs], "combined by": self.describe(),
+                            "runs": [str(r.resolve()) for r in self.classify_runs], "combined by": self.choice[0] if self.choice[0] == MATCHER_ALONE else choice_name(*self.choice),
                             "catalogue crops": len(self.matcher.gallery) if self.matcher is not None else None}
         # the new-whale score's threshold: the matcher's, calibrated on its catalogue (None: never `new?`)
         self.new_threshold = None if self.matcher is None or self.matcher.new_whale is None \
@@ -417,7 +417,7 @@ def main(argv=None) -> int:
     if args.runs_root is None and not (root / "align").is_dir() and (root / "reproduce" / "align").is_dir():
         root = root / "reproduce"
     ensemble = Path(args.ensemble or root / "ensemble")
-    stacked = ensemble / "stacker.json"
+    stacked = ensemble / ENSEMBLE
     try:
         if args.runs:
             runs = resolve_runs(args.runs, root)

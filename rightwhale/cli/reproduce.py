@@ -69,12 +69,12 @@ def _run_step(args: list[str], folder: Path, common: list[str], preset: str, sur
     returns (results, minutes of training)."""
     stale = False
     flag = {a: b for a, b in zip(args, args[1:])}
-    if (folder / "results.json").is_file():
+    if (folder / RESULTS).is_file():
         changes = _settings_changed(folder, flag, preset)
         if changes and flag["--stage"] == "match":      # minutes to redo: redo when settings change
             print(f"matching {folder} again: the matcher's settings have changed since")
             stale = True
-    if (folder / "results.json").is_file() and not stale:
+    if (folder / RESULTS).is_file() and not stale:
         cfg = json.loads((folder / "config.json").read_text())
         epochs = int(flag.get("--epochs", stage_config(flag["--stage"], preset).train.max_epochs))
         if (cfg["preset"], source_survey(folder), cfg["train"]["max_epochs"]) != (preset, survey.resolve(), epochs):
@@ -84,17 +84,16 @@ def _run_step(args: list[str], folder: Path, common: list[str], preset: str, sur
             raise SystemExit(f"reproduce: {folder} was trained with other settings than this code's "
                              f"({'; '.join(changes)}); use another --runs or --fresh")
         crops = Path(cfg["data_dir"]) / "source.json"     # a folder of crops, cut again since this run?
-        if crops.is_file() and crops.stat().st_mtime > (folder / "results.json").stat().st_mtime:
+        if crops.is_file() and crops.stat().st_mtime > (folder / RESULTS).stat().st_mtime:
             raise SystemExit(f"reproduce: {folder} was trained on crops that {crops.parent} has replaced "
                              "since; use --fresh")
         print(f"reusing {folder}")
         record = RunRecord.load(folder)
-        if record.seconds is not None:
-            return record.figures, record.seconds / 60
-        if "minutes" in record.figures:       # a match run before records kept the time
-            return record.figures, record.figures["minutes"]
-        history = json.loads((folder / "history.json").read_text())
-        return record.figures, sum(e["seconds"] for e in history) / 60
+        if (folder / "history.json").is_file():      # a network: its epochs' time, over every resumed part
+            history = json.loads((folder / "history.json").read_text())
+            return record.figures, sum(e["seconds"] for e in history) / 60
+        # a match run: its stage's time (runs before the record kept it among their figures)
+        return record.figures, (record.seconds / 60 if record.seconds is not None else record.figures["minutes"])
     resume = ["--continue-training"] if (folder / "last.msgpack").is_file() else []
     started = time.perf_counter()
     status = train_main([*args, *common, "--run-dir", str(folder), *resume])

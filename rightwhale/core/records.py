@@ -33,9 +33,18 @@ def _read_json(path: Path, what: str, remedy: str) -> dict:
         raise DataError(f"{path}: unreadable {what} ({type(e).__name__}: {e}); {remedy}") from e
     if not isinstance(data, dict):
         raise DataError(f"{path}: not a {what} (a JSON {type(data).__name__}); {remedy}")
-    if data.get("schema", SCHEMA) > SCHEMA:
-        raise DataError(f"{path}: {what} of schema {data['schema']}, newer than this code's {SCHEMA}; update rightwhale")
+    schema = data.get("schema", SCHEMA)
+    if isinstance(schema, bool) or not isinstance(schema, int):
+        raise DataError(f"{path}: schema {schema!r} is no version number; {remedy}")
+    if schema > SCHEMA:
+        raise DataError(f"{path}: {what} of schema {schema}, newer than this code's {SCHEMA}; update rightwhale")
     return data
+
+
+def _texts(value, path, name) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DataError(f"{path}: {name} must be a list of text, got {type(value).__name__}")
+    return value
 
 
 def _number(value, path, name, low=-math.inf, high=math.inf, optional=True):
@@ -65,7 +74,8 @@ class RunRecord:
         data = _read_json(path, "run record", f"run the stage for {run_dir} again")
         if "schema" not in data:        # before the schema: the figures were the whole file
             config = Path(run_dir) / "config.json"
-            cfg = json.loads(config.read_text()) if config.is_file() else {}
+            cfg = _read_json(config, "run configuration", f"run the stage for {run_dir} again") \
+                if config.is_file() else {}
             data = {"stage": cfg.get("stage", ""), "model": cfg.get("model", ""), "figures": data,
                     "seconds": data.get("seconds"),
                     "min_head_length": data.get("shortest predicted head for cropping / photo width")}
@@ -108,16 +118,25 @@ class EnsembleRecord:
             data = {**data, "combination": named.get(use, MEMBER), "member": None if use in named else use,
                     "pool_weights": data.get("pool weights", {})}
         try:
-            record = cls(list(map(str, data["runs" if "runs" in data else "members"])), list(map(str, data["classes"])),
-                         [int(d) for d in data["feature_dims"]], _number(data["C"], path, "C", 0, optional=False),
+            record = cls(_texts(data["runs" if "runs" in data else "members"], path, "members"),
+                         _texts(data["classes"], path, "classes"), [int(d) for d in data["feature_dims"]],
+                         _number(data["C"], path, "C", 0, optional=False),
                          _number(data["floor"], path, "floor", 0, 1, optional=False), data["combination"],
                          data.get("member"), dict(data.get("pool_weights", {})), dict(data.get("cv_log_loss", {})))
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{path}: malformed ensemble record ({type(e).__name__}: {e}); run `python ensemble.py` "
                             "again") from e
-        if record.combination not in COMBINATIONS or (record.combination == MEMBER) != (record.member is not None):
-            raise DataError(f"{path}: combination {record.combination!r} (member {record.member!r}) is not one of "
-                            f"{', '.join(COMBINATIONS)}")
+        names = [Path(m).name for m in record.members]
+        problem = (f"unknown combination {record.combination!r} (one of {', '.join(COMBINATIONS)})"
+                   if record.combination not in COMBINATIONS else
+                   f"combination {MEMBER!r} names member {record.member!r}, not one of {', '.join(names)}"
+                   if record.combination == MEMBER and record.member not in names else
+                   f"combination {record.combination!r} takes no member (got {record.member!r})"
+                   if record.combination != MEMBER and record.member is not None else
+                   f"{len(record.feature_dims)} feature sizes for {len(names)} members"
+                   if len(record.feature_dims) != len(names) else None)
+        if problem:
+            raise DataError(f"{path}: {problem}; run `python ensemble.py` again")
         return record
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rightwhale.core.records import AVERAGE, POOL, STACKER, EnsembleRecord
+from rightwhale.core.records import AVERAGE, MEMBER, POOL, STACKER, EnsembleRecord
 
 # what the report calls each combination (the record stores core.records' names)
 CHOICE_NAMES = {STACKER: "stacker", POOL: "log-linear pool", AVERAGE: "plain average"}
@@ -68,4 +68,6 @@ def combine(combination: str, member: str | None, run_names: list[str], probs: n
         return pool.predict_proba(probs)
     if combination == AVERAGE:
         return probs.mean(axis=0)
-    return probs[run_names.index(member)]
+    if combination == MEMBER and member in run_names:
+        return probs[run_names.index(member)]
+    raise ValueError(f"cannot combine by {combination!r} (member {member!r}) runs {', '.join(run_names)}")

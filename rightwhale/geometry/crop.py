@@ -20,6 +20,7 @@ from rightwhale.geometry.transforms import invert, rotation, scaling, transform_
 
 MIN_CROP_H, MIN_CROP_W = 10, 20    # the original's smallest crop, photo pixels
 BUCKET = 512                       # photos are zero-padded up to multiples of this: few compiled shapes
+WINDOW_CORNERS = np.array([[-0.5, -0.5], [1.5, -0.5], [-0.5, 0.5], [1.5, 0.5]])   # the 2 x 1 head window
 
 
 def whole_photo_matrix(image_hw, out_w, out_h):
@@ -135,7 +136,6 @@ def lengthen(points, min_length: float) -> np.ndarray:
         return p
     return centre + (p - centre) * (min_length / d)
 
-WINDOW_CORNERS = np.array([[-0.5, -0.5], [1.5, -0.5], [-0.5, 0.5], [1.5, 0.5]])   # the 2 x 1 head window
 
 
 def head_boxes(survey) -> dict:

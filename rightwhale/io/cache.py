@@ -285,6 +285,21 @@ def build_cache(data_dir, size: int, workers: int | None = None, progress: bool 
         return open_cache(data_dir, size)
 
 
+class Rows:
+    """Rows `index` of a (memory-mapped) array, gathered only when a batch asks for them."""
+
+    def __init__(self, array, index):
+        self.array, self.index = array, np.asarray(index, np.int64)
+        self.shape = (len(self.index), *array.shape[1:])
+        self.dtype, self.ndim = array.dtype, array.ndim
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, i):
+        return self.array[self.index[i]]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rightwhale cache",
@@ -314,18 +329,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-class Rows:
-    """Rows `index` of a (memory-mapped) array, gathered only when a batch asks for them."""
-
-    def __init__(self, array, index):
-        self.array, self.index = array, np.asarray(index, np.int64)
-        self.shape = (len(self.index), *array.shape[1:])
-        self.dtype, self.ndim = array.dtype, array.ndim
-
-    def __len__(self):
-        return len(self.index)
-
-    def __getitem__(self, i):
-        return self.array[self.index[i]]

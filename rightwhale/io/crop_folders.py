@@ -16,11 +16,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from rightwhale.core.atomic import write_bytes, write_csv, write_json
+from rightwhale.core.errors import DataError
 from rightwhale.geometry.crop import UnplaceableHead, box_crop_matrix, box_falls_back, head_crop, warp_photo
 from rightwhale.geometry.transforms import transform_points
-from rightwhale.io import survey as data
-from rightwhale.io.formats import report_problems, sloth_points
+from rightwhale.io.formats import Problem, read_sloth, report_problems, sloth_points
 from rightwhale.io.images import BadImage, read_image
+from rightwhale.io.survey import load_survey
 
 
 def _encode(image: np.ndarray, name: str) -> bytes:
@@ -43,13 +44,13 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
     """
     data_dir, out = Path(data_dir), Path(out)
     if out.resolve() == data_dir.resolve():
-        raise data.DataError(f"{out}: the output must be a new directory, not the input data directory")
-    survey = data.load_survey(data_dir)
+        raise DataError(f"{out}: the output must be a new directory, not the input data directory")
+    survey = load_survey(data_dir)
     problems = list(survey.problems)
     present = set(p.name for p in (data_dir / "imgs").iterdir())
 
     def read(path, cls, keys):
-        found = data.read_sloth(Path(path), cls, keys, present, problems)
+        found = read_sloth(Path(path), cls, keys, present, problems)
         return {name: values for name, (_, values) in found.items()}
 
     bonnet = read(points1, "point", ("x", "y")) if points1 else survey.bonnet
@@ -61,21 +62,21 @@ def crop_data_dir(data_dir, out, out_w=256, out_h=256, points1=None, points2=Non
         path = str(survey.image_path(name))
         missing = [what for what, pts in (("bonnet", bonnet), ("blowhead", blowhead)) if name not in pts]
         if box_of is not None and name not in box_of:
-            problems.append(data.Problem(path, None, "no head box", "missing box"))
+            problems.append(Problem(path, None, "no head box", "missing box"))
             continue
         if box_of is None and missing:
-            problems.append(data.Problem(path, None, f"no {' and '.join(missing)} point", "missing points"))
+            problems.append(Problem(path, None, f"no {' and '.join(missing)} point", "missing points"))
             continue
         try:
             photo = read_image(path)
         except BadImage as e:
-            problems.append(data.Problem(path, None, str(e).split(": ", 1)[-1], "unreadable image"))
+            problems.append(Problem(path, None, str(e).split(": ", 1)[-1], "unreadable image"))
             continue
         if box_of is None:
             try:
                 crop, mat, whole = head_crop(photo, bonnet[name], blowhead[name], out_w, out_h, predicted)
             except UnplaceableHead as e:
-                problems.append(data.Problem(path, None, str(e), "degenerate points"))
+                problems.append(Problem(path, None, str(e), "degenerate points"))
                 continue
         else:
             hw = np.array(photo.shape[:2], np.float32)
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
     try:
         result = crop_data_dir(args.data_dir, args.out, out_w, out_h, args.points1, args.points2, args.boxes,
                                args.box_pad)
-    except data.DataError as e:
+    except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report_problems(result["problems"])

@@ -22,6 +22,7 @@ from rightwhale.io.formats import (
     read_submission_names,
     summarize_problems,
 )
+from rightwhale.io.images import BadImage, check_image, photo_size
 
 PROJECT_ANNOTATIONS = Path(__file__).resolve().parents[2] / "annotations"      # the checkout's annotations/
 ANNOTATION_FILES = (("bonnet", "points1.json", "point", ("x", "y")),
@@ -80,8 +81,6 @@ def _outside(values: np.ndarray, w: int, h: int) -> bool:
 def _attach_annotations(survey: Survey, present: set[str], check_images: bool) -> None:
     """Keep the points and boxes that lie inside their photo. Sizes come from photo headers, each read once
     (with check_images every photo's, JPEG trailer included); an unreadable photo leaves the survey."""
-    from rightwhale.io.images import BadImage, check_image, photo_size  # images imports this module
-
     @functools.cache
     def size_of(name: str) -> tuple[int, int] | None:
         try:

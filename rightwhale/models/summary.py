@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .registry import get_model
+
 
 def _batch_shape(input_shape) -> tuple[int, ...]:
     shape = tuple(int(d) for d in input_shape)
@@ -21,7 +23,6 @@ def _abstract_variables(model: nn.Module | str, input_shape, num_outputs, captur
     key, so the order is read inside the trace). A registered name is built with `num_outputs`; a
     module must agree with it if given."""
     if isinstance(model, str):
-        from . import get_model
         if num_outputs is None:
             raise ValueError(f"num_outputs is needed to build model {model!r}")
         model = get_model(model, num_outputs)

@@ -12,8 +12,6 @@ from rightwhale.io.checkpoint import load_variables
 from rightwhale.models import get_model
 from rightwhale.models.auxiliary import WithAuxiliaryHeads
 
-# --- auxiliary targets (--aux-targets): target rows are [label, type, bonnet x, y, blowhead x, y] ---
-
 
 def build_classifier(model: str, num_classes: int, model_kwargs: dict, aux: dict | None = None):
     """The classifier of a run, with its auxiliary heads when it was trained with them."""

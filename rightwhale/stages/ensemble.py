@@ -78,8 +78,8 @@ def run_ensemble(run_dirs, out_dir, folds: int = 5, seed: int = 0, gzip: bool = 
     held_out = {"model": f"stacker, out-of-fold (nested {folds}-fold CV)", **_scores(stacked, y)}
     pooled = {"model": f"{CHOICE_NAMES[POOL]}, out-of-fold ({folds}-fold CV)", **_scores(pooled_probs, y)}
     # The lowest of these estimates flatters the one chosen below; this row holds the choice out too.
-    choice = cross_val_choice({STACKER: stacked, POOL: pooled_probs, AVERAGE: mean,
-                               **{d.name: p for d, p in zip(run_dirs, probs)}}, y, folds=folds, seed=seed + 1)
+    choice = cross_val_choice({(STACKER, None): stacked, (POOL, None): pooled_probs, (AVERAGE, None): mean,
+                               **{(MEMBER, d.name): p for d, p in zip(run_dirs, probs)}}, y, folds=folds, seed=seed + 1)
     chosen = {"model": f"the lowest of these, chosen on {folds - 1} of {folds} folds, scored on the one left "
                        "(what choosing flatters, held out)", **_scores(choice, y)}
     rows += [average, held_out, pooled, chosen]
