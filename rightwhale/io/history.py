@@ -1,4 +1,5 @@
-"""Training history: nolearn's live epoch table and history.png.
+"""Training history: nolearn's live epoch table, and what choosing the best epoch flatters (history.png is
+views/plots.history_curves).
 
 One record per epoch (a flat dict of plain numbers, saved as history.json by rightwhale.train.loop.fit):
   epoch, train_loss (dropout and augmentation on, averaged over the epoch),
@@ -7,10 +8,6 @@ One record per epoch (a flat dict of plain numbers, saved as history.json by rig
   each task metric, valid_loss_half0 / valid_loss_half1 (the even and odd validation rows apart),
   learning_rate, seconds, best (lowest valid loss so far).
 """
-import io
-
-from rightwhale.core.atomic import write_bytes
-
 _COLUMNS = (  # (header, record key, format)
     ("epoch", "epoch", "{:>5d}"),
     ("train loss", "train_loss", "{:>10.5f}"),
@@ -50,34 +47,3 @@ def epoch_choice(history: list[dict]) -> dict:
     held_out = [choose[1 - h][min(range(len(history)), key=choose[h].__getitem__)] for h in (0, 1)]
     return {"validation loss at the best epoch": min(r["valid_loss"] for r in history),
             "validation loss, epoch chosen on the other half": sum(held_out) / 2}
-
-
-def plot_history(path, history: list[dict], headline: str | None) -> None:
-    """Loss curves (train, train no-dropout, valid) and the headline metric on a second axis."""
-    # Figure + Agg canvas directly: no pyplot global state, works without a display.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    epochs = [r["epoch"] for r in history]
-    for key, label in (("train_loss", "train"), ("train_eval_loss", "train (dropout off)"), ("valid_loss", "valid")):
-        ax.plot(epochs, [r[key] for r in history], label=label)
-    best = [r["epoch"] for r in history if r.get("best")]
-    if best:
-        ax.axvline(best[-1], color="grey", linestyle=":", label=f"best (epoch {best[-1]})")
-    ax.set(xlabel="epoch", ylabel="loss")
-    handles, labels = ax.get_legend_handles_labels()
-    if headline:
-        ax2 = ax.twinx()
-        ax2.plot(epochs, [r[f"valid_{headline}"] for r in history], color="tab:red", linestyle="--",
-                 label=f"valid {headline}")
-        ax2.set_ylabel(headline)
-        handles2, labels2 = ax2.get_legend_handles_labels()
-        handles, labels = handles + handles2, labels + labels2
-    ax.legend(handles, labels, loc="upper right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    write_bytes(path, buf.getvalue())

@@ -19,6 +19,7 @@ from rightwhale.io import history as history_io
 from rightwhale.train.feed import check_batch_size, check_images, device_batches, evaluate, limit_in_flight
 from rightwhale.train.sharding import data_mesh, replicate, to_host
 from rightwhale.train.state import Task, create_train_state, epoch_learning_rate, train_step
+from rightwhale.views import plots
 
 _NEW_RUN = {"epoch": 0, "best_valid_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "history_json": "[]",
             "n_train": 0, "batch_size": 0}    # last.msgpack besides the state: all a run needs to continue
@@ -130,11 +131,11 @@ def fit(model, cfg: Train, task: Task, train: dict, valid: dict, run_dir, *,
                     write_json(run_dir / "history.json", history)
                     unplotted = True
                     if time.monotonic() - plotted > 30:   # seconds; replotting takes ~0.1 s, too long for tiny epochs
-                        history_io.plot_history(run_dir / "history.png", history, task.headline)
+                        plots.history_curves(run_dir / "history.png", history, task.headline)
                         plotted, unplotted = time.monotonic(), False
     finally:
         if unplotted:  # the curves the throttle skipped, also when stopped by an error
-            history_io.plot_history(run_dir / "history.png", history, task.headline)
+            plots.history_curves(run_dir / "history.png", history, task.headline)
     if run["bad_epochs"] >= cfg.patience:
         log(f"Early stopping: best valid loss {run['best_valid_loss']:.6f} at epoch {run['best_epoch']}.")
     if jax.process_count() > 1:     # the stages read best.msgpack next, on every host

@@ -77,6 +77,30 @@ def histogram(values, path, xlabel: str, title: str = "", bins: int = 20, range_
     return save(fig, path)
 
 
+def history_curves(path, history: list[dict], headline: str | None) -> Path:
+    """Loss curves of a training history (train, train no-dropout, valid) and the headline metric on a second
+    axis, the best epoch marked: history.png."""
+    fig = Figure(figsize=(10, 5), dpi=80)
+    ax = fig.subplots()
+    epochs = [r["epoch"] for r in history]
+    for key, label in (("train_loss", "train"), ("train_eval_loss", "train (dropout off)"), ("valid_loss", "valid")):
+        ax.plot(epochs, [r[key] for r in history], label=label)
+    best = [r["epoch"] for r in history if r.get("best")]
+    if best:
+        ax.axvline(best[-1], color="grey", linestyle=":", label=f"best (epoch {best[-1]})")
+    ax.set(xlabel="epoch", ylabel="loss")
+    handles, labels = ax.get_legend_handles_labels()
+    if headline:
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [r[f"valid_{headline}"] for r in history], color="tab:red", linestyle="--",
+                 label=f"valid {headline}")
+        ax2.set_ylabel(headline)
+        handles2, labels2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + handles2, labels + labels2
+    ax.legend(handles, labels, loc="upper right")
+    return save(fig, path)
+
+
 def saliency_overlays(images, heatmaps, path, titles=None, ncols: int = 4):
     """Photos with their occlusion maps over them (red: occluding this hurts)."""
     n = len(images)
