@@ -1,7 +1,7 @@
 """Choose matcher settings on the real training crops only: leave-one-out top-1 / top-5 of a fixed random
 subset of them against the rest of the training gallery, never a validation crop. Each setting is a JSON
 object of rightwhale.core.config.Match fields; the gallery of each (max_keypoints, crop_size, upright, cells)
-is computed once and kept in --work.
+is computed once and kept in --work. Keypoint weights, when on, are learnt from the crops that are no query.
 
     python bench/tune_match.py '{}' '{"upright": false}' '{"max_keypoints": 800}' [--queries 1000]
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rightwhale.core.config import stage_config
-from rightwhale.scorers import matching
+from rightwhale.scorers import match_run, matching
 from rightwhale.stages import match
 from rightwhale.stages.workspace import open_workspace
 
@@ -57,6 +57,10 @@ def main(argv=None):
         matchable = np.flatnonzero(np.bincount(labels, minlength=len(classes))[labels] > 1)
         queries = np.sort(np.random.default_rng(0).permutation(matchable)[:args.queries])
         matcher = matching.Matcher(gallery, classes, cfg.match)
+        if cfg.match.keypoint_weights:      # learnt from the other crops' votes, as the match stage learns them
+            rest = np.setdiff1d(np.arange(len(gallery)), queries)
+            matcher = matcher.with_weights(match_run.learn_keypoint_weights(
+                matcher, [gallery.names[i] for i in rest], [gallery.features(i) for i in rest], labels[rest], False))
         start = time.perf_counter()
         scores = matching.score_matrix(matcher.score_many([gallery.features(i) for i in queries],
                                                   exclude=[gallery.names[i] for i in queries]), len(classes))

@@ -26,7 +26,7 @@ from rightwhale.io.formats import report_problems
 from rightwhale.io.survey import load_survey
 from rightwhale.scorers import matching, novelty
 from rightwhale.scorers.classifier import load_classifier
-from rightwhale.scorers.match_run import MatchRun, is_match_run, leave_one_out
+from rightwhale.scorers.match_run import MatchRun, fit_matcher, is_match_run, matchable
 from rightwhale.train.feed import predict
 from rightwhale.views.report import table
 
@@ -101,14 +101,13 @@ def open_set(run_dir, data_dir=None, left_out: float = 0.2, seed: int = 0, progr
     kept = gallery.subset([i for i, w in enumerate(gallery.whales) if w not in removed])
     index = {c: i for i, c in enumerate(classes)}
     kept_labels = np.array([index[w] for w in kept.whales])
-    matcher = matching.Matcher(kept, classes, cfg)
-    loo, matchable = leave_one_out(matcher, kept.names, [kept.features(i) for i in range(len(kept))], kept_labels,
-                                   progress)
-    if not matchable.any():
+    if not matchable(kept_labels, len(classes)).any():
         raise DataError(f"{run_dir}: with {len(removed)} whales removed no whale has two crops left to calibrate "
                         "the new-whale threshold on; remove fewer (--left-out)")
-    threshold = novelty.fit_threshold(loo[matchable], kept_labels[matchable],
-                                      novelty.leave_whales_out(kept, classes, cfg, seed, progress=progress))
+    # the smaller catalogue learns its own keypoint weights too: the run's saw the removed whales
+    matcher, loo, usable = fit_matcher(kept, classes, kept_labels, cfg, progress)
+    threshold = novelty.fit_threshold(loo[usable], kept_labels[usable], novelty.leave_whales_out(
+        kept, classes, cfg, seed, progress=progress, weights=matcher.weights))
     survey = load_survey(data_dir)
     report_problems(survey.problems)
     labelled = {n: w for n, w in {**survey.train, **survey.test_labels}.items() if n not in run.trained_on}

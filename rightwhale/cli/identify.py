@@ -287,7 +287,7 @@ def group_new(pipe: Pipeline, results: list[dict]) -> None:
     run = pipe.matcher
     feats = [crop_features(run, r["crop"]) for r in new]
     stems = [f"batch:{r['stem']}" for r in new]
-    matcher = matching.Matcher(run.gallery.add(stems, stems, feats), run.classes + stems, run.cfg)
+    matcher = matching.Matcher(run.gallery.add(stems, stems, feats), run.classes + stems, run.cfg, run.weights)
     scores = matching.score_matrix(matcher.score_many(feats, exclude=stems), len(matcher.classes))
     best = scores.argmax(axis=1) - len(run.classes)         # >= 0: another photo of the batch
     named = (best >= 0) & (novelty.novelty_score(scores) <= pipe.new_threshold)

@@ -14,18 +14,50 @@ from rightwhale.core import atomic, metrics
 from rightwhale.core.config import Match
 from rightwhale.core.errors import DataError
 from rightwhale.scorers import matching, novelty
+from rightwhale.scorers.keypoint_weights import KeypointWeights
 
 GALLERY, CALIBRATION = "gallery.npz", "calibration.json"
 CATALOGUE = "catalogue"      # crops added after the run: imgs/ + train.csv (rightwhale.cli.catalogue)
+
+
+def matchable(labels, classes: int) -> np.ndarray:
+    """Which gallery crops another crop of their whale could match (their whale has two or more)."""
+    return np.bincount(labels, minlength=classes)[labels] > 1
 
 
 def leave_one_out(matcher: matching.Matcher, names, features, labels, progress: bool):
     """Scores of gallery crops against the rest of the gallery, and which of them can be calibrated on:
     a crop whose whale has no other crop in the gallery cannot be matched by anything."""
     queries = matcher.score_many(features, exclude=names, progress=progress)
-    scores = matching.score_matrix(queries, len(matcher.classes))
-    others = np.bincount(labels, minlength=len(matcher.classes))[labels] > 1
-    return scores, others
+    return matching.score_matrix(queries, len(matcher.classes)), matchable(labels, len(matcher.classes))
+
+
+def learn_keypoint_weights(matcher: matching.Matcher, names, features, labels, progress: bool) -> KeypointWeights:
+    """Keypoint weights from the leave-one-out votes of the gallery's matchable crops, each crop's
+    keypoints with the LNBNN weight they gave its own whale and the other whales."""
+    chosen = np.flatnonzero(matchable(labels, len(matcher.classes)))
+    votes = matcher.votes([features[i] for i in chosen], [names[i] for i in chosen], progress=progress)
+    keypoints, ranks, own, other = [], [], [], []
+    for i, (rows, whales, weights) in zip(chosen, votes):
+        n, mine = len(features[i]), whales == labels[i]
+        own.append(np.bincount(rows[mine], weights[mine], n))
+        other.append(np.bincount(rows[~mine], weights[~mine], n))
+        keypoints.append(features[i].keypoints)
+        ranks.append(np.arange(n))
+    if not keypoints:
+        raise DataError("keypoint weights: no whale has two crops in the gallery to learn them from")
+    return KeypointWeights.fit(np.concatenate(keypoints), np.concatenate(ranks), np.concatenate(own),
+                               np.concatenate(other), matcher.cfg.max_keypoints)
+
+
+def fit_matcher(gallery: matching.Gallery, classes, labels, cfg: Match, progress: bool):
+    """A gallery's matcher, with keypoint weights learnt from its own crops when cfg asks for them, and
+    the leave-one-out scores of those crops under it (and which can be calibrated on)."""
+    matcher = matching.Matcher(gallery, classes, cfg)
+    features = [gallery.features(i) for i in range(len(gallery))]
+    if cfg.keypoint_weights:
+        matcher = matcher.with_weights(learn_keypoint_weights(matcher, gallery.names, features, labels, progress))
+    return (matcher, *leave_one_out(matcher, gallery.names, features, labels, progress))
 
 
 class MatchRun:
@@ -40,7 +72,8 @@ class MatchRun:
         try:
             config = json.loads((run_dir / "config.json").read_text())
             # runs made before `upright` existed described keypoints at their SIFT orientation
-            self.cfg = Match(**{"upright": False, **config["match"]})
+            # ... and before keypoint weights without them
+            self.cfg = Match(**{"upright": False, "keypoint_weights": False, **config["match"]})
             self.crops_dir = Path(config["data_dir"])
             z = atomic.read_npz(run_dir / "features.npz", ["classes", "train_labels"],
                                 f"python train.py --stage match --run-dir {run_dir}")
@@ -49,6 +82,8 @@ class MatchRun:
             temperature, floor = float(cal["temperature"]), float(cal["floor"])
             # runs made before the new-whale score have none: identify then never says `new?`
             self.new_whale = novelty.Threshold(**cal["new whale"]) if "new whale" in cal else None
+            self.weights = KeypointWeights.from_dict(cal["keypoint weights"], run_dir / CALIBRATION) \
+                if "keypoint weights" in cal else None
         except (ValueError, KeyError, TypeError, OSError) as e:     # JSONDecodeError and BadZipFile included
             raise DataError(f"{run_dir}: unreadable match run ({type(e).__name__}: {e}); run it again") from e
         if not (np.isfinite(temperature) and temperature > 0 and 0 <= floor < 1):
@@ -73,7 +108,7 @@ class MatchRun:
     @functools.cached_property
     def matcher(self) -> matching.Matcher:
         """Built on first use (seconds for a large gallery): growing a gallery needs no index."""
-        return matching.Matcher(self.gallery, self.classes, self.cfg)
+        return matching.Matcher(self.gallery, self.classes, self.cfg, self.weights)
 
     def features(self, crop: np.ndarray) -> matching.Features:
         size = self.cfg.crop_size

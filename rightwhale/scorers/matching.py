@@ -23,6 +23,7 @@ gallery itself by leave-one-out (`calibrate`), never on validation crops.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from rightwhale.core import atomic
 from rightwhale.core.config import Match
 from rightwhale.core.errors import DataError
+from rightwhale.scorers.keypoint_weights import KeypointWeights
 
 FORMAT = 1
 DIM = 128              # SIFT descriptor length
@@ -330,9 +332,10 @@ def score_matrix(queries: list[QueryScores], classes: int) -> np.ndarray:
 
 class Matcher:
     """Scores query crops against a gallery. Whale columns are `classes` (gallery whales outside it are
-    ignored; a class without crops in the gallery scores zero)."""
+    ignored; a class without crops in the gallery scores zero). With `weights` (keypoint_weights), a
+    neighbour's LNBNN weight is scaled by the geometric mean of its query and gallery keypoints' weights."""
 
-    def __init__(self, gallery: Gallery, classes: list[str], cfg: Match):
+    def __init__(self, gallery: Gallery, classes: list[str], cfg: Match, weights: KeypointWeights | None = None):
         self.gallery, self.classes, self.cfg = gallery, list(classes), cfg
         column = {c: i for i, c in enumerate(self.classes)}
         self.image_whale = np.array([column.get(w, -1) for w in gallery.whales], np.int64)
@@ -340,6 +343,19 @@ class Matcher:
         self.row_whale = self.image_whale[self.owner] if len(self.owner) else np.zeros(0, np.int64)
         self.index = Index(gallery, cfg.index, cfg.probes)
         self.position = {n: i for i, n in enumerate(gallery.names)}
+        self.weights, self.row_weight = weights, self._row_weights(weights)
+
+    def with_weights(self, weights: KeypointWeights | None) -> "Matcher":
+        """The same matcher (sharing its index) with these keypoint weights."""
+        other = copy.copy(self)
+        other.weights, other.row_weight = weights, self._row_weights(weights)
+        return other
+
+    def _row_weights(self, weights: KeypointWeights | None) -> np.ndarray | None:
+        """sqrt of every gallery row's keypoint weight; a row's rank is its place in its crop's features."""
+        if weights is None:
+            return None
+        return np.sqrt(weights.of(self.gallery.keypoints, np.arange(len(self.owner)) - self.gallery.offsets[self.owner]))
 
     def score(self, features: Features, exclude: str | None = None) -> QueryScores:
         return self.score_many([features], [exclude])[0]
@@ -347,8 +363,26 @@ class Matcher:
     def score_many(self, features: list[Features], exclude=None, progress: bool = False) -> list[QueryScores]:
         """Scores of many queries (one index search for a batch of them); `exclude[i]` names a gallery
         crop query i must not match (leave-one-out: the query itself)."""
+        return [self._query(f, neighbours) for f, neighbours in self._searched(features, exclude, progress)]
+
+    def votes(self, features: list[Features], exclude=None, progress: bool = False) -> list[tuple]:
+        """Per query, its LNBNN votes as (query keypoint row, whale column, weight) arrays: what the
+        keypoint weights are learnt from."""
+        out = []
+        for f, neighbours in self._searched(features, exclude, progress):
+            lnbnn = self._lnbnn(f, *neighbours)
+            if lnbnn is None:
+                out.append((np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)))
+                continue
+            _, weight, _, first, whale = lnbnn
+            rows, cols = np.nonzero(first)
+            out.append((rows, whale[rows, cols], weight[rows, cols]))
+        return out
+
+    def _searched(self, features, exclude, progress):
+        """(query, (distances, neighbour rows, excluded gallery image)) in order, searched in batches."""
         exclude = exclude or [None] * len(features)
-        out, batch = [], 64
+        batch = 64
         for start in tqdm(range(0, len(features), batch), disable=not progress, desc="matching", unit="batch"):
             part = features[start:start + batch]
             desc = np.concatenate([f.descriptors for f in part]) if part else np.zeros((0, DIM), np.uint8)
@@ -361,25 +395,27 @@ class Matcher:
             row = 0
             for f, ex in zip(part, exclude[start:start + batch]):
                 n = len(f)
-                out.append(self._query(f, dist[row:row + n], idx[row:row + n], self.position.get(ex, -1)))
+                yield f, (dist[row:row + n], idx[row:row + n], self.position.get(ex, -1))
                 row += n
-        return out
 
-    def _query(self, f: Features, dist: np.ndarray, idx: np.ndarray, excluded: int) -> QueryScores:
-        cfg, k, n_whales = self.cfg, self.cfg.neighbours, len(self.classes)
-        scores, inliers = np.zeros(n_whales), np.zeros(n_whales, np.int64)
+    def _lnbnn(self, f: Features, dist: np.ndarray, idx: np.ndarray, excluded: int):
+        """The k nearest neighbours kept for each query descriptor, their LNBNN weights, which of them
+        vote and which is each whale's one vote; None where there is nothing to match."""
+        cfg, k = self.cfg, self.cfg.neighbours
         if not len(f) or not len(self.owner):
-            return QueryScores(scores, inliers, {}, {})
+            return None
         # drop neighbours that are missing (-1) or belong to the excluded crop, keep the first k + 1
         owner = np.where(idx >= 0, self.owner[np.maximum(idx, 0)], -1)
         drop = (idx < 0) | (owner == excluded)
         order = np.argsort(drop, axis=1, kind="stable")[:, :k + 1]
         dist, idx, drop = (np.take_along_axis(a, order, 1) for a in (dist, idx, drop))
         if dist.shape[1] < k + 1:
-            return QueryScores(scores, inliers, {}, {})
+            return None
         d = np.sqrt(dist)
         weight = np.maximum(d[:, k:k + 1] - d[:, :k], 0)
         idx, drop = np.maximum(idx[:, :k], 0), drop[:, :k] | drop[:, k:k + 1]
+        if self.weights is not None:
+            weight = weight * np.sqrt(self.weights.of(f.keypoints))[:, None] * self.row_weight[idx]
         whale = self.row_whale[idx]
         apart = np.linalg.norm(self.gallery.keypoints[idx, :2] - f.keypoints[:, None, :2], axis=2)
         vote = (apart < cfg.radius) & ~drop & (whale >= 0)
@@ -387,9 +423,18 @@ class Matcher:
         first = vote.copy()
         for j in range(1, k):
             first[:, j] &= ~((whale[:, :j] == whale[:, j:j + 1]) & vote[:, :j]).any(axis=1)
+        return idx, weight, vote, first, whale
+
+    def _query(self, f: Features, neighbours) -> QueryScores:
+        n_whales = len(self.classes)
+        scores, inliers = np.zeros(n_whales), np.zeros(n_whales, np.int64)
+        lnbnn = self._lnbnn(f, *neighbours)
+        if lnbnn is None:
+            return QueryScores(scores, inliers, {}, {})
+        idx, weight, vote, first, whale = lnbnn
         np.add.at(scores, whale[first], weight[first])
         verified, best_image, pairs = self._verify(f, scores, idx, weight, vote, inliers)
-        return QueryScores(scores + cfg.inlier_weight * verified, inliers, best_image, pairs)
+        return QueryScores(scores + self.cfg.inlier_weight * verified, inliers, best_image, pairs)
 
     def _verify(self, f, lnbnn, idx, weight, vote, inliers):
         """RANSAC similarity per crop of the shortlisted whales: each whale's best inlier weight (and its

@@ -40,9 +40,10 @@ def novelty_score(scores: np.ndarray) -> np.ndarray:
 
 
 def leave_whales_out(gallery: matching.Gallery, classes, cfg: Match, seed: int = 0, folds: int = FOLDS,
-                     progress: bool = True) -> np.ndarray:
+                     progress: bool = True, weights=None) -> np.ndarray:
     """Matcher scores of every gallery crop against the gallery without any crop of its whale: how a
-    whale new to the catalogue scores. Whales go into `folds` groups; one matcher per group."""
+    whale new to the catalogue scores. Whales go into `folds` groups; one matcher per group, with the
+    whole gallery's keypoint `weights` (a table of place, size and rank, too coarse to remember a whale)."""
     whales = sorted(set(gallery.whales))
     group = dict(zip(whales, np.random.default_rng(seed).permutation(len(whales)) % folds))
     crop_group = np.array([group[w] for w in gallery.whales])
@@ -51,7 +52,7 @@ def leave_whales_out(gallery: matching.Gallery, classes, cfg: Match, seed: int =
         out = np.flatnonzero(crop_group == g)
         if not len(out):
             continue
-        matcher = matching.Matcher(gallery.subset(np.flatnonzero(crop_group != g)), classes, cfg)
+        matcher = matching.Matcher(gallery.subset(np.flatnonzero(crop_group != g)), classes, cfg, weights)
         scores[out] = matching.score_matrix(matcher.score_many([gallery.features(i) for i in out]), len(classes))
     return scores
 

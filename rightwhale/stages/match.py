@@ -22,7 +22,7 @@ from rightwhale.core.errors import DataError
 from rightwhale.core.records import RunRecord
 from rightwhale.io.formats import Problem, report_problems
 from rightwhale.scorers import matching, novelty
-from rightwhale.scorers.match_run import CALIBRATION, GALLERY, leave_one_out
+from rightwhale.scorers.match_run import CALIBRATION, GALLERY, fit_matcher, matchable
 from rightwhale.stages.workspace import Workspace
 from rightwhale.views import plots
 from rightwhale.views.report import write_report
@@ -59,19 +59,20 @@ def run(ws: Workspace) -> RunRecord:
     gallery = build_gallery(names["train"], [labelled.train[n] for n in names["train"]], features["train"], cfg,
                             ws.cfg.train.seed, source=f"{ws.survey.root} (training split)")
     gallery.save(ws.path(GALLERY))
-    matcher = matching.Matcher(gallery, classes, cfg)
-    ws.log(f"gallery: {len(gallery)} crops, {len(gallery.descriptors)} descriptors, "
-           f"{gallery.nbytes() / 2**20:.0f} MB; leave-one-out scores for calibration")
-    loo, usable = leave_one_out(matcher, names["train"], features["train"], labels["train"], ws.progress)
-    prior = metrics.class_prior(labels["train"], len(classes))
-    if not usable.any():
+    if not matchable(labels["train"], len(classes)).any():
         raise DataError(f"{ws.survey.root}: no whale has two training crops, so leave-one-out has nothing to "
                         "calibrate the matcher's probabilities on")
+    ws.log(f"gallery: {len(gallery)} crops, {len(gallery.descriptors)} descriptors, "
+           f"{gallery.nbytes() / 2**20:.0f} MB; leave-one-out scores for "
+           f"{'keypoint weights and ' if cfg.keypoint_weights else ''}calibration")
+    matcher, loo, usable = fit_matcher(gallery, classes, labels["train"], cfg, ws.progress)
+    prior = metrics.class_prior(labels["train"], len(classes))
     calibration = matching.calibrate(loo[usable], labels["train"][usable], prior)
     ws.log("new-whale score: the gallery's crops scored with their whole whale left out")
     new_whale = novelty.fit_threshold(loo[usable], labels["train"][usable], novelty.leave_whales_out(
-        gallery, classes, cfg, ws.cfg.train.seed, progress=ws.progress))
-    ws.write_json(CALIBRATION, {**calibration.to_dict(), "new whale": new_whale.to_dict()})
+        gallery, classes, cfg, ws.cfg.train.seed, progress=ws.progress, weights=matcher.weights))
+    learnt = {} if matcher.weights is None else {"keypoint weights": matcher.weights.to_dict()}
+    ws.write_json(CALIBRATION, {**calibration.to_dict(), "new whale": new_whale.to_dict(), **learnt})
 
     queries = {s: matcher.score_many(features[s], progress=ws.progress) for s in ("valid", "test")}
     scores = {"train": loo, **{s: matching.score_matrix(queries[s], len(classes)) for s in queries}}
@@ -91,11 +92,18 @@ def run(ws: Workspace) -> RunRecord:
         "minutes": (time.perf_counter() - started) / 60})
     match_figure(cache, gallery, names["valid"], features["valid"], queries["valid"], probs["valid"], classes,
                  labels["valid"], ws.path("valid_matches.png"))
+    figures = [("Validation crops (left) and the best crop of the top whale (right), RANSAC inliers joined",
+                "valid_matches.png")]
+    if matcher.weights is not None:
+        mean_crop = np.mean([cache.images[cache.index(n)] for n in names["train"][:256]], axis=0)
+        plots.weight_map(mean_crop.astype(np.uint8), matcher.weights.by_place(), ws.path("keypoint_weights.png"),
+                         f"keypoint weights by place, {len(gallery)} training crops")
+        figures.append(("Where on the crop keypoints name their own whale: the vote weight learnt from the "
+                        "training crops' leave-one-out votes, by place, over their mean crop", "keypoint_weights.png"))
     write_report(ws.run_dir, "Local-feature matcher (RootSIFT, LNBNN, RANSAC)", results, history=False,
-                 figures=[("Validation crops (left) and the best crop of the top whale (right), RANSAC inliers "
-                           "joined", "valid_matches.png")],
+                 figures=figures,
                  notes=[f"data: {ws.survey.root}", f"matcher: {cfg}",
-                        "temperature and floor fitted on leave-one-out scores of the training crops",
+                        "keypoint weights, temperature and floor fitted on leave-one-out scores of the training crops",
                         "features.npz: per-whale scores (training crops: leave-one-out) for the ensemble"])
     return ws.record(results)
 

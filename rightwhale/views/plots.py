@@ -101,6 +101,18 @@ def history_curves(path, history: list[dict], headline: str | None) -> Path:
     return save(fig, path)
 
 
+def weight_map(background, weights, path, title: str) -> Path:
+    """A grid of weights (rows down the crop) over a crop: where on the head keypoints are worth most."""
+    fig = Figure(figsize=(4.6, 3.6), dpi=100)
+    ax = fig.subplots()
+    ax.imshow(np.asarray(background), extent=(0, 1, 1, 0))
+    shown = ax.imshow(np.asarray(weights), extent=(0, 1, 1, 0), cmap="magma", alpha=0.6, interpolation="nearest")
+    fig.colorbar(shown, ax=ax, label="vote weight (gallery mean 1)")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    return save(fig, path)
+
+
 def saliency_overlays(images, heatmaps, path, titles=None, ncols: int = 4):
     """Photos with their occlusion maps over them (red: occluding this hurts)."""
     n = len(images)
