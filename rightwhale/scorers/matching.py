@@ -1,4 +1,4 @@
-"""Identify a head crop by its local features: RootSIFT, LNBNN voting, RANSAC re-ranking.
+"""Identify a head crop by its local features: RootSIFT, weighted LNBNN voting, RANSAC re-ranking.
 
 The callosity pattern is a constellation of rough patches, which is what
 local features describe. This follows HotSpotter (Crall et al. 2013, the
@@ -14,6 +14,11 @@ matcher behind Wildbook), adapted to aligned head crops:
   aligned (bonnet right), a neighbour only votes when its keypoint lies
   within `radius` of the query keypoint in crop coordinates: in the first
   trial on the real crops (224 px, k 10) that alone took top-1 from 50% to 59%;
+- keypoint weights: each vote is scaled by how often keypoints at its ends'
+  places, sizes and strength ranks name their own whale in the gallery's
+  leave-one-out votes (keypoint_weights.py; on the real crops a band along
+  the head's midline counts up to 2.4 times the mean, the margins, mostly
+  water, 0.2-0.5);
 - spatial re-ranking: for the shortlisted whales, a similarity transform
   fitted by RANSAC (OpenCV) to the matches with each of their crops; the
   LNBNN weight of its inliers is added to the whale's score.
