@@ -58,9 +58,10 @@ def main(argv=None):
         queries = np.sort(np.random.default_rng(0).permutation(matchable)[:args.queries])
         matcher = matching.Matcher(gallery, classes, cfg.match)
         if cfg.match.keypoint_weights:      # learnt from the other crops' votes, as the match stage learns them
-            rest = np.setdiff1d(np.arange(len(gallery)), queries)
+            rest = np.setdiff1d(np.arange(len(gallery)), queries)      # their votes among themselves only
+            others = matching.Matcher(gallery.subset(rest), classes, cfg.match)
             matcher = matcher.with_weights(match_run.learn_keypoint_weights(
-                matcher, [gallery.names[i] for i in rest], [gallery.features(i) for i in rest], labels[rest], False))
+                others, [gallery.names[i] for i in rest], [gallery.features(i) for i in rest], labels[rest], False))
         start = time.perf_counter()
         scores = matching.score_matrix(matcher.score_many([gallery.features(i) for i in queries],
                                                   exclude=[gallery.names[i] for i in queries]), len(classes))

@@ -163,6 +163,15 @@ def test_match_stage_identifies_annotated_crops(crops, tmp_path):
     assert grown.crop_path(after.names[-1]) == run / "catalogue" / "imgs" / after.names[-1]
     assert after.names[:len(before)] == before.names
     np.testing.assert_array_equal(after.descriptors[:len(before.descriptors)], before.descriptors)
+    # the keypoint weights the stage learnt come back with the run; a run that lost them says so
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert grown.weights is not None and grown.matcher.row_weight.shape == (len(after.descriptors),)
+    (run / "calibration.json").write_text(json.dumps({**calibration, "keypoint weights": None}))
+    assert MatchRun(run).weights is None
+    del calibration["keypoint weights"]
+    (run / "calibration.json").write_text(json.dumps(calibration))
+    with pytest.raises(DataError, match="calibration.json.*no keypoint weights"):
+        MatchRun(run)
 
 
 def test_bad_crops_are_skipped_and_reported(crops, tmp_path, capsys):

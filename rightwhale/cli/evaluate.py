@@ -104,7 +104,7 @@ def open_set(run_dir, data_dir=None, left_out: float = 0.2, seed: int = 0, progr
     if not matchable(kept_labels, len(classes)).any():
         raise DataError(f"{run_dir}: with {len(removed)} whales removed no whale has two crops left to calibrate "
                         "the new-whale threshold on; remove fewer (--left-out)")
-    # the smaller catalogue learns its own keypoint weights too: the run's saw the removed whales
+    # the smaller catalogue learns its own keypoint weights, as a catalogue that never had those whales would
     matcher, loo, usable = fit_matcher(kept, classes, kept_labels, cfg, progress)
     threshold = novelty.fit_threshold(loo[usable], kept_labels[usable], novelty.leave_whales_out(
         kept, classes, cfg, seed, progress=progress, weights=matcher.weights))

@@ -32,9 +32,11 @@ def leave_one_out(matcher: matching.Matcher, names, features, labels, progress: 
     return matching.score_matrix(queries, len(matcher.classes)), matchable(labels, len(matcher.classes))
 
 
-def learn_keypoint_weights(matcher: matching.Matcher, names, features, labels, progress: bool) -> KeypointWeights:
+def learn_keypoint_weights(matcher: matching.Matcher, names, features, labels,
+                           progress: bool) -> KeypointWeights | None:
     """Keypoint weights from the leave-one-out votes of the gallery's matchable crops, each crop's
-    keypoints with the LNBNN weight they gave its own whale and the other whales."""
+    keypoints with the LNBNN weight they gave its own whale and the other whales; None when no vote
+    reached a crop's own whale (nothing to learn: the matcher then counts every vote alike)."""
     chosen = np.flatnonzero(matchable(labels, len(matcher.classes)))
     votes = matcher.votes([features[i] for i in chosen], [names[i] for i in chosen], progress=progress)
     keypoints, ranks, own, other = [], [], [], []
@@ -44,8 +46,8 @@ def learn_keypoint_weights(matcher: matching.Matcher, names, features, labels, p
         other.append(np.bincount(rows[~mine], weights[~mine], n))
         keypoints.append(features[i].keypoints)
         ranks.append(np.arange(n))
-    if not keypoints:
-        raise DataError("keypoint weights: no whale has two crops in the gallery to learn them from")
+    if not keypoints or not sum(o.sum() for o in own):
+        return None
     return KeypointWeights.fit(np.concatenate(keypoints), np.concatenate(ranks), np.concatenate(own),
                                np.concatenate(other), matcher.cfg.max_keypoints)
 
@@ -82,8 +84,11 @@ class MatchRun:
             temperature, floor = float(cal["temperature"]), float(cal["floor"])
             # runs made before the new-whale score have none: identify then never says `new?`
             self.new_whale = novelty.Threshold(**cal["new whale"]) if "new whale" in cal else None
+            if self.cfg.keypoint_weights and "keypoint weights" not in cal:
+                raise DataError(f"{run_dir / CALIBRATION}: the run weights its votes but holds no keypoint weights")
+            # null: the gallery gave nothing to learn them from, and every vote counts alike
             self.weights = KeypointWeights.from_dict(cal["keypoint weights"], run_dir / CALIBRATION) \
-                if "keypoint weights" in cal else None
+                if cal.get("keypoint weights") is not None else None
         except (ValueError, KeyError, TypeError, OSError) as e:     # JSONDecodeError and BadZipFile included
             raise DataError(f"{run_dir}: unreadable match run ({type(e).__name__}: {e}); run it again") from e
         if not (np.isfinite(temperature) and temperature > 0 and 0 <= floor < 1):

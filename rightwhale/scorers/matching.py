@@ -95,6 +95,9 @@ def crop_features(image: np.ndarray, max_keypoints: int, upright: bool = False) 
         points, desc = sift.compute(grey, points[:max_keypoints])
     else:
         points, desc = sift.detectAndCompute(grey, None)
+        if desc is not None and points:       # strongest first, as upright lists them (keypoint weights' rank)
+            order = np.argsort([-p.response for p in points], kind="stable")
+            points, desc = [points[i] for i in order], desc[order]
     if desc is None or not points:
         return Features(np.zeros((0, 4), np.float32), np.zeros((0, DIM), np.uint8))
     desc = np.sqrt(desc / (desc.sum(axis=1, keepdims=True) + 1e-7))
@@ -360,7 +363,8 @@ class Matcher:
         """sqrt of every gallery row's keypoint weight; a row's rank is its place in its crop's features."""
         if weights is None:
             return None
-        return np.sqrt(weights.of(self.gallery.keypoints, np.arange(len(self.owner)) - self.gallery.offsets[self.owner]))
+        ranks = np.arange(len(self.owner)) - self.gallery.offsets[self.owner]
+        return np.sqrt(weights.of(self.gallery.keypoints, ranks))
 
     def score(self, features: Features, exclude: str | None = None) -> QueryScores:
         return self.score_many([features], [exclude])[0]

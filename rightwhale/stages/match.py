@@ -71,7 +71,7 @@ def run(ws: Workspace) -> RunRecord:
     ws.log("new-whale score: the gallery's crops scored with their whole whale left out")
     new_whale = novelty.fit_threshold(loo[usable], labels["train"][usable], novelty.leave_whales_out(
         gallery, classes, cfg, ws.cfg.train.seed, progress=ws.progress, weights=matcher.weights))
-    learnt = {} if matcher.weights is None else {"keypoint weights": matcher.weights.to_dict()}
+    learnt = {"keypoint weights": matcher.weights and matcher.weights.to_dict()} if cfg.keypoint_weights else {}
     ws.write_json(CALIBRATION, {**calibration.to_dict(), "new whale": new_whale.to_dict(), **learnt})
 
     queries = {s: matcher.score_many(features[s], progress=ws.progress) for s in ("valid", "test")}
