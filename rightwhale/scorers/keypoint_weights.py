@@ -14,9 +14,10 @@ the gallery. A vote counts the geometric mean of its two keypoints' weights.
 Measured on 2,000 real training crops of ../shared/data/rightwhale-heads by
 leave-one-out, the table learnt from the other training crops' votes among
 themselves (bench/tune_match.py): top-1 59.9% -> 61.9% (62.9% with their votes
-over the whole gallery); the real validation crops 64.0% -> 68.1%. Gradient boosting on the same
-axes (63.4%), colour at the keypoint (63.6%) or a second table over visual
-words (62.4%) were not worth their weight (core/config.py, Match, lists more).
+over the whole gallery); on the real validation crops 64.0% -> 68.1%. Gradient
+boosting on the same axes (63.4%), colour at the keypoint (63.6%) or a second
+table over visual words (62.4%) were not worth their weight (core/config.py,
+Match, lists more).
 """
 from __future__ import annotations
 
