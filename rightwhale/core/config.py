@@ -102,11 +102,12 @@ class Match:
     Then votes on 2,000 crops (59.9 / 68.0 unweighted), keypoint weights (keypoint_weights.py) learnt from
     the other crops' votes over the whole gallery: a table of 8 x 8 places, 4 sizes, 4 ranks 62.0; 12 x 12,
     5, 5 blurred by 1 cell 62.1, by 0.6 62.9 (kept; 61.9 / 69.3 learnt from their votes among themselves,
-    what bench/tune_match.py now does), by 0.3 63.0; 16 x 16, 6, 6 62.4-62.9; gradient boosting on the same
-    axes 63.4, with colour 63.6; times a table of visual words (the index cells) 62.1-62.4; the query's
-    weights alone 63.0. And on the 1,000 crops (59.4 unweighted): Hough voting over offsets in place of the
-    radius 58.1-58.4, the best of the query and its copies rotated +-10 degrees 59.5 or scaled 0.85 / 1.15
-    59.8, SIFT edge threshold 20 58.7, 5 octave layers 60.1 / 67.1 (KAZE is not in OpenCV 5's main module)."""
+    what bench/tune_match.py now does; that table to the power 0.6 or 1.6: 61.8 / 62.0), by 0.3 63.0;
+    16 x 16, 6, 6 62.4-62.9; gradient boosting on the same axes 63.4, with colour 63.6; times a table of
+    visual words (the index cells) 62.1-62.4; the query's weights alone 63.0. And on the 1,000 crops (59.4
+    unweighted): Hough voting over offsets in place of the radius 58.1-58.4, the best of the query and its
+    copies rotated +-10 degrees 59.5 or scaled 0.85 / 1.15 59.8, SIFT edge threshold 20 58.7, 5 octave
+    layers 60.1 / 67.1 (KAZE is not in OpenCV 5's main module)."""
     crop_size: int = 224               # crops are resized to this before SIFT
     max_keypoints: int = 500           # strongest SIFT keypoints per crop
     upright: bool = True               # descriptors at angle 0 (aligned crops need no rotation invariance)
