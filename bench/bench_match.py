@@ -22,7 +22,7 @@ from rightwhale.core import metrics
 from rightwhale.core.config import stage_config
 from rightwhale.io.cache import build_cache
 from rightwhale.io.survey import load_survey
-from rightwhale.scorers import matching
+from rightwhale.scorers import match_run, matching
 from rightwhale.stages.match import build_gallery
 
 REAL_HEADS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rightwhale-heads"
@@ -61,7 +61,7 @@ def main(argv=None):
 
     classes = sorted(set(gallery.whales))
     labels = np.array([classes.index(w) for w in gallery.whales])
-    others = np.bincount(labels)[labels] > 1      # a whale with another crop can be found at all
+    others = match_run.matchable(labels, len(classes))      # a whale with another crop can be found at all
     rng = np.random.default_rng(0)
     pick = rng.choice(np.flatnonzero(others), min(args.queries, int(others.sum())), replace=False)
     results = {}

@@ -54,8 +54,8 @@ def main(argv=None):
         cfg = stage_config("match", **json.loads(setting))
         gallery, classes = training_gallery(args.heads, work, cfg)
         labels = np.array([classes.index(w) for w in gallery.whales])
-        matchable = np.flatnonzero(np.bincount(labels, minlength=len(classes))[labels] > 1)
-        queries = np.sort(np.random.default_rng(0).permutation(matchable)[:args.queries])
+        queries = np.sort(np.random.default_rng(0).permutation(np.flatnonzero(match_run.matchable(
+            labels, len(classes))))[:args.queries])
         matcher = matching.Matcher(gallery, classes, cfg.match)
         if cfg.match.keypoint_weights:      # learnt from the other crops' votes, as the match stage learns them
             rest = np.setdiff1d(np.arange(len(gallery)), queries)      # their votes among themselves only
