@@ -1,7 +1,8 @@
 """Choose matcher settings on the real training crops only: leave-one-out top-1 / top-5 of a fixed random
 subset of them against the rest of the training gallery, never a validation crop. Each setting is a JSON
 object of rightwhale.core.config.Match fields; the gallery of each (max_keypoints, crop_size, upright, cells)
-is computed once and kept in --work. Keypoint weights, when on, are learnt from the crops that are no query.
+is computed once and kept in --work. The descriptor whitening and keypoint weights, when on, are learnt from
+the crops that are no query.
 
     python bench/tune_match.py '{}' '{"upright": false}' '{"max_keypoints": 800}' [--queries 1000]
 
@@ -10,6 +11,7 @@ Uses ../shared/data/rightwhale-heads and its stored split (the one every stage u
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rightwhale.core.config import stage_config
-from rightwhale.scorers import match_run, matching
+from rightwhale.scorers import match_run, matching, whitening
 from rightwhale.stages import match
 from rightwhale.stages.workspace import open_workspace
 
@@ -26,7 +28,8 @@ REAL_HEADS = Path(__file__).resolve().parents[2] / "shared" / "data" / "rightwha
 
 
 def training_gallery(heads: Path, work: Path, cfg) -> tuple[matching.Gallery, list[str]]:
-    """The gallery of the stored split's training crops for these feature settings, and the classes."""
+    """The gallery of the stored split's training crops for these feature settings (raw RootSIFT, its cells
+    learnt without whitening), and the classes."""
     m = cfg.match
     key = f"gallery_{m.max_keypoints}_{m.crop_size}_{int(m.upright)}_{m.cells}_{cfg.train.seed}.npz"
     ws = open_workspace(cfg, heads, work / "run", progress=False, log=lambda *a: None)
@@ -35,8 +38,8 @@ def training_gallery(heads: Path, work: Path, cfg) -> tuple[matching.Gallery, li
     cache = ws.cache(cfg.match.crop_size)
     names = ws.present(cache)["train"]
     features, _ = match.extract(ws.survey, cache, names, cfg.match, True, "features")
-    gallery = match.build_gallery(names, [ws.labels_source.train[n] for n in names], features, cfg.match,
-                                  cfg.train.seed)
+    gallery = match.build_gallery(names, [ws.labels_source.train[n] for n in names], features,
+                                  dataclasses.replace(cfg.match, whitening=False), cfg.train.seed)
     gallery.save(work / key)
     return gallery, ws.labels_source.classes
 
@@ -56,15 +59,19 @@ def main(argv=None):
         labels = np.array([classes.index(w) for w in gallery.whales])
         queries = np.sort(np.random.default_rng(0).permutation(np.flatnonzero(match_run.matchable(
             labels, len(classes))))[:args.queries])
+        rest = np.setdiff1d(np.arange(len(gallery)), queries)
+        if cfg.match.whitening:             # learnt from the other crops' matches among themselves
+            white = whitening.learn(gallery.subset(rest), cfg.train.seed)
+            gallery = dataclasses.replace(gallery, whitening=white, centroids=matching.train_centroids(
+                gallery.descriptors, cfg.match.cells, cfg.train.seed, white))
         matcher = matching.Matcher(gallery, classes, cfg.match)
         if cfg.match.keypoint_weights:      # learnt from the other crops' votes, as the match stage learns them
-            rest = np.setdiff1d(np.arange(len(gallery)), queries)      # their votes among themselves only
             others = matching.Matcher(gallery.subset(rest), classes, cfg.match)
             matcher = matcher.with_weights(match_run.learn_keypoint_weights(
                 others, [gallery.names[i] for i in rest], [gallery.features(i) for i in rest], labels[rest], False))
         start = time.perf_counter()
         scores = matching.score_matrix(matcher.score_many([gallery.features(i) for i in queries],
-                                                  exclude=[gallery.names[i] for i in queries]), len(classes))
+                                                          exclude=[gallery.names[i] for i in queries]), len(classes))
         ms = (time.perf_counter() - start) / len(queries) * 1000
         truth = scores[np.arange(len(queries)), labels[queries]]
         rank = (scores > truth[:, None]).sum(axis=1)

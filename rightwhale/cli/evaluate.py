@@ -26,7 +26,7 @@ from rightwhale.io.formats import report_problems
 from rightwhale.io.survey import load_survey
 from rightwhale.scorers import matching, novelty
 from rightwhale.scorers.classifier import load_classifier
-from rightwhale.scorers.match_run import MatchRun, fit_matcher, is_match_run, matchable
+from rightwhale.scorers.match_run import MatchRun, fit_matcher, is_match_run, learn_space, matchable
 from rightwhale.train.feed import predict
 from rightwhale.views.report import table
 
@@ -88,8 +88,9 @@ def evaluate(run_dir, data_dir, ignore_unseen: bool = False, batch_size: int = 1
 
 def open_set(run_dir, data_dir=None, left_out: float = 0.2, seed: int = 0, progress=True) -> dict:
     """How well a match run's new-whale score separates whales it has never seen: `left_out` of the
-    gallery's whales are removed entirely, the smaller catalogue calibrates its own threshold (its whales
-    left out in turn, as the match stage does), and the labelled crops of `data_dir` outside the gallery
+    gallery's whales are removed entirely, the smaller catalogue learns its own descriptor whitening and
+    keypoint weights and calibrates its own threshold (its whales left out in turn, as the match stage
+    does), and the labelled crops of `data_dir` outside the gallery
     are scored: those of removed whales (or of whales never in the gallery) are the new ones."""
     if not is_match_run(run_dir):
         raise DataError(f"{run_dir}: --open-set needs a match run (python train.py --stage match)")
@@ -99,6 +100,8 @@ def open_set(run_dir, data_dir=None, left_out: float = 0.2, seed: int = 0, progr
     whales = sorted(set(gallery.whales))
     removed = set(np.random.default_rng(seed).permutation(whales)[:round(left_out * len(whales))].tolist())
     kept = gallery.subset([i for i, w in enumerate(gallery.whales) if w not in removed])
+    if kept.whitening is not None:       # learnt afresh without the removed whales' crops, index cells too
+        kept = learn_space(kept, cfg, seed)
     index = {c: i for i, c in enumerate(classes)}
     kept_labels = np.array([index[w] for w in kept.whales])
     if not matchable(kept_labels, len(classes)).any():

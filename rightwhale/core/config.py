@@ -119,6 +119,7 @@ class Match:
     max_scale: float = 2.0             # a similarity scaling more than this is no match of aligned crops
     inlier_weight: float = 1.0         # RANSAC inliers' LNBNN weight added to the whale's score
     keypoint_weights: bool = True      # votes weighted by a table learnt from the gallery (keypoint_weights.py)
+    whitening: bool = True             # descriptors whitened by a projection learnt from the gallery (whitening.py)
     index: str = "ivf"                 # ivf (faiss, approximate), exact (faiss), jax (exact matmul, for a GPU)
     cells: int = 1024                  # IVF cells
     probes: int = 16                   # IVF cells searched per query descriptor

@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ from PIL import Image
 from rightwhale.core import atomic, metrics
 from rightwhale.core.config import Match
 from rightwhale.core.errors import DataError
-from rightwhale.scorers import matching, novelty
+from rightwhale.scorers import matching, novelty, whitening
 from rightwhale.scorers.keypoint_weights import KeypointWeights
 
 GALLERY, CALIBRATION = "gallery.npz", "calibration.json"
@@ -52,6 +53,14 @@ def learn_keypoint_weights(matcher: matching.Matcher, names, features, labels,
                                np.concatenate(other), matcher.cfg.max_keypoints)
 
 
+def learn_space(gallery: matching.Gallery, cfg: Match, seed: int) -> matching.Gallery:
+    """The gallery with the space it is searched in learnt from its own crops: the descriptor whitening
+    (when cfg asks for it; None when its crops give too few pairs) and the index cells in that space."""
+    white = whitening.learn(gallery, seed) if cfg.whitening else None
+    return dataclasses.replace(gallery, whitening=white, centroids=matching.train_centroids(
+        gallery.descriptors, cfg.cells, seed, white))
+
+
 def fit_matcher(gallery: matching.Gallery, classes, labels, cfg: Match, progress: bool):
     """A gallery's matcher, with keypoint weights learnt from its own crops when cfg asks for them, and
     the leave-one-out scores of those crops under it (and which can be calibrated on)."""
@@ -75,7 +84,8 @@ class MatchRun:
             config = json.loads((run_dir / "config.json").read_text())
             # runs made before `upright` existed described keypoints at their SIFT orientation
             # ... and before keypoint weights without them
-            self.cfg = Match(**{"upright": False, "keypoint_weights": False, **config["match"]})
+            # ... and before the whitening (which the gallery holds) without it
+            self.cfg = Match(**{"upright": False, "keypoint_weights": False, "whitening": False, **config["match"]})
             self.crops_dir = Path(config["data_dir"])
             z = atomic.read_npz(run_dir / "features.npz", ["classes", "train_labels"],
                                 f"python train.py --stage match --run-dir {run_dir}")

@@ -44,12 +44,14 @@ from rightwhale.core import atomic
 from rightwhale.core.config import Match
 from rightwhale.core.errors import DataError
 from rightwhale.scorers.keypoint_weights import KeypointWeights
+from rightwhale.scorers.whitening import Whitening
 
-FORMAT = 1
+FORMAT = 2             # 2: with the descriptor whitening (format 1 galleries read as unwhitened)
 DIM = 128              # SIFT descriptor length
 LOO_EXTRA = 10         # extra neighbours searched when a query's own crop is in the gallery
 ADD_CHUNK = 65536       # descriptors converted to float32 and indexed at once
 QUANT = 255.0          # RootSIFT components lie in [0, 1]; stored as uint8 at this scale
+WHITE_OFFSET = 0.5     # whitened components lie in [-0.5, 0.5] (99.97% of real crops' vectors): coded after this shift
 
 
 def _cv2():
@@ -110,22 +112,32 @@ def as_float(descriptors: np.ndarray) -> np.ndarray:
     return np.asarray(descriptors, np.float32) / QUANT
 
 
+def vectors(descriptors: np.ndarray, whitening: Whitening | None) -> np.ndarray:
+    """The float32 vectors the index compares: whitened RootSIFT, or RootSIFT on the stored uint8 grid."""
+    if whitening is not None:
+        return whitening.apply(descriptors)
+    if descriptors.dtype != np.uint8:
+        descriptors = np.clip(np.round(np.asarray(descriptors) * QUANT), 0, 255)
+    return as_float(descriptors)
+
+
 # --- the gallery -------------------------------------------------------------
 
 @dataclass
 class Gallery:
     """The catalogue's crops as one array of features, image i owning rows offsets[i]:offsets[i + 1].
 
-    `centroids` are the coarse quantizer of the IVF index, trained once on the
-    first build and kept: crops added later go into the same cells, so a grown
-    gallery searches exactly like one built from all its crops with those centroids.
+    `centroids` are the coarse quantizer of the IVF index and `whitening` the descriptors' projection
+    (whitening.py), both learnt once on the first build and kept: crops added later are whitened alike and
+    go into the same cells, so a grown gallery searches exactly like one built from all its crops with them.
     """
     names: list[str]
     whales: list[str]
     offsets: np.ndarray          # (images + 1,) int64
     keypoints: np.ndarray        # (N, 4) float32
     descriptors: np.ndarray      # (N, 128) uint8
-    centroids: np.ndarray | None = None   # (cells, 128) float32
+    centroids: np.ndarray | None = None   # (cells, 128) float32, in the space of `vectors`
+    whitening: Whitening | None = None
 
     @classmethod
     def empty(cls) -> "Gallery":
@@ -153,27 +165,32 @@ class Gallery:
                        np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(counts)]),
                        np.concatenate([self.keypoints, *[f.keypoints for f in features]]).astype(np.float32),
                        np.concatenate([self.descriptors, *[f.descriptors for f in features]]).astype(np.uint8),
-                       self.centroids)
+                       self.centroids, self.whitening)
 
     def subset(self, images) -> "Gallery":
-        """The gallery of these images only (indices, in order), same centroids."""
+        """The gallery of these images only (indices, in order), same centroids and whitening."""
         images = np.asarray(images, np.int64)
         rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in images]) \
             if len(images) else np.zeros(0, np.int64)
         counts = np.diff(self.offsets)[images]
         return Gallery([self.names[i] for i in images], [self.whales[i] for i in images],
                        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), self.keypoints[rows],
-                       self.descriptors[rows], self.centroids)
+                       self.descriptors[rows], self.centroids, self.whitening)
+
+    def vectors(self, rows=slice(None)) -> np.ndarray:
+        return vectors(self.descriptors[rows], self.whitening)
 
     def nbytes(self) -> int:
-        arrays = (self.offsets, self.keypoints, self.descriptors, self.centroids)
+        arrays = (self.offsets, self.keypoints, self.descriptors, self.centroids,
+                  *(self.whitening.arrays().values() if self.whitening else ()))
         return sum(a.nbytes for a in arrays if a is not None)
 
     def save(self, path) -> None:
         atomic.write_npz(path, format=FORMAT, names=np.array(self.names, dtype=str),
                          whales=np.array(self.whales, dtype=str), offsets=self.offsets, keypoints=self.keypoints,
                          descriptors=self.descriptors,
-                         centroids=np.zeros((0, DIM), np.float32) if self.centroids is None else self.centroids)
+                         centroids=np.zeros((0, DIM), np.float32) if self.centroids is None else self.centroids,
+                         **(self.whitening.arrays() if self.whitening else Whitening.none_arrays()))
 
     @classmethod
     def load(cls, path) -> "Gallery":
@@ -186,7 +203,10 @@ class Gallery:
         except Exception as e:        # a truncated or foreign file: zip, npy or pickle errors alike
             raise DataError(f"{path}: not a readable gallery ({type(e).__name__}: {e})") from e
         need = {"format", "names", "whales", "offsets", "keypoints", "descriptors", "centroids"}
-        if need - a.keys() or int(a["format"]) != FORMAT:
+        if "format" in a and int(a["format"]) == 1:       # before the whitening: raw RootSIFT
+            a = {**a, **Whitening.none_arrays()}
+        need |= set(Whitening.none_arrays())
+        if need - a.keys() or int(a["format"]) not in (1, FORMAT):
             raise DataError(f"{path}: not a gallery of format {FORMAT} (has {', '.join(sorted(a))})")
         try:
             problems = cls._problems(a)
@@ -194,8 +214,9 @@ class Gallery:
             problems = [f"malformed arrays ({e})"]
         if problems:
             raise DataError(f"{path}: corrupt gallery: {'; '.join(problems)}")
+        whitening = Whitening.from_arrays(a["whitening_mean"], a["whitening_projection"], path)
         return cls(a["names"].tolist(), a["whales"].tolist(), a["offsets"].astype(np.int64), a["keypoints"],
-                   a["descriptors"], a["centroids"].astype(np.float32) if len(a["centroids"]) else None)
+                   a["descriptors"], a["centroids"].astype(np.float32) if len(a["centroids"]) else None, whitening)
 
     @staticmethod
     def _problems(a: dict) -> list[str]:
@@ -225,37 +246,42 @@ def extract(images, names, max_keypoints: int, upright: bool = False, progress: 
 
 # --- nearest neighbours ------------------------------------------------------------
 
-def train_centroids(descriptors: np.ndarray, cells: int, seed: int = 0) -> np.ndarray:
-    """k-means centroids of (a sample of) the descriptors: the IVF index's cells.
+def train_centroids(descriptors: np.ndarray, cells: int, seed: int = 0, whitening: Whitening | None = None) -> np.ndarray:
+    """k-means centroids of (a sample of) the descriptors, whitened when `whitening` is given: the IVF
+    index's cells.
 
     On one thread: faiss sums the cells' members in parallel, so its centroids, and every score of the
     index, would depend on the machine's thread count (the real crops' top-1 moved 63.3% -> 64.0% between
     2 threads and 1). A few seconds longer for a 3,000-crop gallery."""
-    faiss, x = _faiss(), as_float(descriptors)
-    cells = max(1, min(cells, len(x) // 39))    # faiss wants about 39 points per centroid
-    sample = np.random.default_rng(seed).permutation(len(x))[:cells * 100]
+    faiss = _faiss()
+    cells = max(1, min(cells, len(descriptors) // 39))    # faiss wants about 39 points per centroid
+    sample = np.random.default_rng(seed).permutation(len(descriptors))[:cells * 100]
+    x = vectors(descriptors[np.sort(sample)], whitening)
     km = faiss.Kmeans(DIM, cells, niter=20, seed=seed, verbose=False)
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
-        km.train(x[np.sort(sample)])
+        km.train(x)
     finally:
         faiss.omp_set_num_threads(threads)
     return km.centroids.astype(np.float32)
 
 
 class Index:
-    """k-nearest-neighbour search over the gallery's descriptors, returning squared L2 distances.
+    """k-nearest-neighbour search over the gallery's descriptor vectors (`vectors`: whitened when the gallery
+    has a whitening), returning squared L2 distances.
 
-    kind "ivf": faiss IVF over 8-bit codes that are the stored uint8 descriptors themselves (no loss
-    beyond the cells it skips; the default: fast, a 3,610-crop gallery in about 140 MB); "exact": faiss
-    brute force; "jax": exact by matmul in chunks in JAX, for a GPU.
+    kind "ivf": faiss IVF over 8-bit codes (raw RootSIFT: the stored uint8 descriptors themselves, no loss
+    beyond the cells it skips; whitened: the vectors on the same 1/255 grid; the default: fast, a
+    3,610-crop gallery in about 140 MB); "exact": faiss brute force; "jax": exact by matmul in chunks in
+    JAX, for a GPU.
     """
 
     def __init__(self, gallery: Gallery, kind: str = "ivf", probes: int = 16):
-        self.kind = kind
+        self.kind, self.whitening = kind, gallery.whitening
+        self.offset = WHITE_OFFSET if gallery.whitening is not None else 0.0
         if kind == "jax":
-            self.gallery = jnp.asarray(as_float(gallery.descriptors))
+            self.gallery = jnp.asarray(gallery.vectors())
             return
         faiss = _faiss()
         if kind == "exact":
@@ -264,7 +290,7 @@ class Index:
             if gallery.centroids is None:
                 raise ValueError("an IVF index needs the gallery's centroids (train_centroids)")
             quantizer = faiss.IndexFlatL2(DIM)
-            quantizer.add(gallery.centroids * np.float32(QUANT))      # the codes' scale: 0..255
+            quantizer.add(self._codes(gallery.centroids))      # the codes' scale: 0..255
             self.index = faiss.IndexIVFScalarQuantizer(quantizer, DIM, len(gallery.centroids),
                                                        faiss.ScalarQuantizer.QT_8bit_direct, faiss.METRIC_L2,
                                                        False)     # codes of the vectors, not of residuals
@@ -276,12 +302,14 @@ class Index:
         for start in range(0, len(gallery.descriptors), ADD_CHUNK):   # float32 copies a chunk at a time
             self.index.add(self._scaled(gallery.descriptors[start:start + ADD_CHUNK]))
 
+    def _codes(self, x: np.ndarray) -> np.ndarray:
+        """Vectors as IVF's direct 8-bit codes, 0..255 (whole numbers, so that faiss stores them exactly)."""
+        return np.clip(np.round((x + np.float32(self.offset)) * np.float32(QUANT)), 0, 255).astype(np.float32)
+
     def _scaled(self, descriptors: np.ndarray) -> np.ndarray:
-        """float32 at the index's scale: the uint8 values for IVF's direct codes, [0, 1] otherwise."""
-        if descriptors.dtype != np.uint8:
-            descriptors = np.clip(np.round(np.asarray(descriptors) * QUANT), 0, 255)
-        x = np.asarray(descriptors, np.float32)
-        return x if self.kind == "ivf" else x / np.float32(QUANT)
+        """float32 at the index's scale: codes for IVF, the vectors themselves otherwise."""
+        x = vectors(descriptors, self.whitening)
+        return self._codes(x) if self.kind == "ivf" else x
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "jax":

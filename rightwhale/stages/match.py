@@ -22,7 +22,7 @@ from rightwhale.core.errors import DataError
 from rightwhale.core.records import RunRecord
 from rightwhale.io.formats import Problem, report_problems
 from rightwhale.scorers import matching, novelty
-from rightwhale.scorers.match_run import CALIBRATION, GALLERY, fit_matcher, matchable
+from rightwhale.scorers.match_run import CALIBRATION, GALLERY, fit_matcher, learn_space, matchable
 from rightwhale.stages.workspace import Workspace
 from rightwhale.views import plots
 from rightwhale.views.report import write_report
@@ -40,8 +40,7 @@ def build_gallery(names, whales, features, cfg, seed: int, source="the training 
     if len(gallery.descriptors) <= cfg.neighbours:
         raise DataError(f"{source}: {len(gallery.descriptors)} SIFT descriptors in {len(gallery)} crop(s), fewer "
                         f"than the {cfg.neighbours + 1} neighbours LNBNN needs; are the crops blank or tiny?")
-    gallery.centroids = matching.train_centroids(gallery.descriptors, cfg.cells, seed)
-    return gallery
+    return learn_space(gallery, cfg, seed)
 
 
 def run(ws: Workspace) -> RunRecord:
