@@ -1,4 +1,4 @@
-"""Identify a head crop by its local features: RootSIFT, weighted LNBNN voting, RANSAC re-ranking.
+"""Identify a head crop by its local features: whitened RootSIFT, weighted LNBNN voting, RANSAC re-ranking.
 
 The callosity pattern is a constellation of rough patches, which is what
 local features describe. This follows HotSpotter (Crall et al. 2013, the
@@ -6,8 +6,10 @@ matcher behind Wildbook), adapted to aligned head crops:
 
 - features: SIFT keypoints of the grey crop (OpenCV), descriptors made
   RootSIFT (L1-normalised, square-rooted), stored as uint8;
+- descriptor whitening learnt from the gallery's own matches (whitening.py:
+  on the real crops top-1 68.1% -> 70.1%);
 - a gallery of the catalogue's crops, one approximate nearest-neighbour
-  index (faiss IVF) over all their descriptors;
+  index (faiss IVF) over all their (whitened) descriptors;
 - LNBNN: each query descriptor votes for the whales among its k nearest
   gallery descriptors, by how much nearer they are than the (k+1)-th (the
   "background" distance), at most one vote per whale. Because crops are
