@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rightwhale.core.config import stage_config
-from rightwhale.scorers import match_run, matching, whitening
+from rightwhale.scorers import match_run, matching
 from rightwhale.stages import match
 from rightwhale.stages.workspace import open_workspace
 
@@ -61,9 +61,7 @@ def main(argv=None):
             labels, len(classes))))[:args.queries])
         rest = np.setdiff1d(np.arange(len(gallery)), queries)
         if cfg.match.whitening:             # learnt from the other crops' matches among themselves
-            white = whitening.learn(gallery.subset(rest), cfg.train.seed)
-            gallery = dataclasses.replace(gallery, whitening=white, centroids=matching.train_centroids(
-                gallery.descriptors, cfg.match.cells, cfg.train.seed, white))
+            gallery = match_run.learn_space(gallery, cfg.match, cfg.train.seed, learn_from=rest)
         matcher = matching.Matcher(gallery, classes, cfg.match)
         if cfg.match.keypoint_weights:      # learnt from the other crops' votes, as the match stage learns them
             others = matching.Matcher(gallery.subset(rest), classes, cfg.match)

@@ -163,6 +163,9 @@ def test_match_stage_identifies_annotated_crops(crops, tmp_path):
     assert grown.crop_path(after.names[-1]) == run / "catalogue" / "imgs" / after.names[-1]
     assert after.names[:len(before)] == before.names
     np.testing.assert_array_equal(after.descriptors[:len(before.descriptors)], before.descriptors)
+    # the stage learnt a whitening from the survey's crops, and the grown gallery keeps it as it was
+    assert results["descriptors whitened"] and before.whitening is not None
+    np.testing.assert_array_equal(after.whitening.projection, before.whitening.projection)
     # the keypoint weights the stage learnt come back with the run; a run that lost them says so
     calibration = json.loads((run / "calibration.json").read_text())
     assert grown.weights is not None and grown.matcher.row_weight.shape == (len(after.descriptors),)

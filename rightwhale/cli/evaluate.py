@@ -90,8 +90,8 @@ def open_set(run_dir, data_dir=None, left_out: float = 0.2, seed: int = 0, progr
     """How well a match run's new-whale score separates whales it has never seen: `left_out` of the
     gallery's whales are removed entirely, the smaller catalogue learns its own descriptor whitening and
     keypoint weights and calibrates its own threshold (its whales left out in turn, as the match stage
-    does), and the labelled crops of `data_dir` outside the gallery
-    are scored: those of removed whales (or of whales never in the gallery) are the new ones."""
+    does), and the labelled crops of `data_dir` outside the gallery are scored: those of removed whales
+    (or of whales never in the gallery) are the new ones."""
     if not is_match_run(run_dir):
         raise DataError(f"{run_dir}: --open-set needs a match run (python train.py --stage match)")
     run = MatchRun(run_dir)

@@ -53,10 +53,12 @@ def learn_keypoint_weights(matcher: matching.Matcher, names, features, labels,
                                np.concatenate(other), matcher.cfg.max_keypoints)
 
 
-def learn_space(gallery: matching.Gallery, cfg: Match, seed: int) -> matching.Gallery:
-    """The gallery with the space it is searched in learnt from its own crops: the descriptor whitening
-    (when cfg asks for it; None when its crops give too few pairs) and the index cells in that space."""
-    white = whitening.learn(gallery, seed) if cfg.whitening else None
+def learn_space(gallery: matching.Gallery, cfg: Match, seed: int, learn_from=None) -> matching.Gallery:
+    """The gallery with the space it is searched in learnt from its own crops (or from the images
+    `learn_from` only): the descriptor whitening (when cfg asks for it; None when those crops give too few
+    pairs) and the index cells in that space."""
+    source = gallery if learn_from is None else gallery.subset(learn_from)
+    white = whitening.learn(source, seed) if cfg.whitening else None
     return dataclasses.replace(gallery, whitening=white, centroids=matching.train_centroids(
         gallery.descriptors, cfg.cells, seed, white))
 

@@ -87,6 +87,7 @@ def run(ws: Workspace) -> RunRecord:
         "new-whale threshold": new_whale.threshold,
         "training crops of left-out whales flagged new?": new_whale.new_flagged,
         "gallery crops": len(gallery), "gallery descriptors": int(len(gallery.descriptors)),
+        "descriptors whitened": gallery.whitening is not None,
         "gallery MB": gallery.nbytes() / 2**20, "crops without features": len(problems),
         "minutes": (time.perf_counter() - started) / 60})
     match_figure(cache, gallery, names["valid"], features["valid"], queries["valid"], probs["valid"], classes,
@@ -99,9 +100,10 @@ def run(ws: Workspace) -> RunRecord:
                          f"keypoint weights by place, {len(gallery)} training crops")
         figures.append(("Where on the crop keypoints name their own whale: the vote weight learnt from the "
                         "training crops' leave-one-out votes, by place, over their mean crop", "keypoint_weights.png"))
-    write_report(ws.run_dir, "Local-feature matcher (RootSIFT, LNBNN, RANSAC)", results, history=False,
+    write_report(ws.run_dir, "Local-feature matcher (whitened RootSIFT, LNBNN, RANSAC)", results, history=False,
                  figures=figures,
                  notes=[f"data: {ws.survey.root}", f"matcher: {cfg}",
+                        "descriptor whitening learnt from matches among the training crops (whitening.py)",
                         "keypoint weights, temperature and floor fitted on leave-one-out scores of the training crops",
                         "features.npz: per-whale scores (training crops: leave-one-out) for the ensemble"])
     return ws.record(results)
