@@ -108,8 +108,10 @@ class Match:
     unweighted): Hough voting over offsets in place of the radius 58.1-58.4, the best of the query and its
     copies rotated +-10 degrees 59.5 or scaled 0.85 / 1.15 59.8, SIFT edge threshold 20 58.7, 5 octave
     layers 60.1 / 67.1 (KAZE is not in OpenCV 5's main module). Then the descriptors whitened by a projection
-    learnt from the other crops' matches (whitening.py): 1,000 crops 62.1 / 70.3 -> 65.3 / 73.3 (kept); on
-    them re-ranking the 10 best whales by a full pairwise match 65.7 (0.8 s more per query)."""
+    learnt from the other crops' matches (whitening.py): 2,000 crops 61.9 / 69.3 -> 65.2 / 73.4 (kept; 1,000
+    crops 62.1 -> 65.3; k 30 / 80 65.3 / 64.9, radius 0.09 / 0.055 65.5 / 63.8; by a script outside
+    the repository on the same 1,000 crops, a second round of pairs mined with the whitened descriptors
+    65.1, 200 crop pairs per whale instead of 30 64.9)."""
     crop_size: int = 224               # crops are resized to this before SIFT
     max_keypoints: int = 500           # strongest SIFT keypoints per crop
     upright: bool = True               # descriptors at angle 0 (aligned crops need no rotation invariance)

@@ -7,7 +7,7 @@ matcher behind Wildbook), adapted to aligned head crops:
 - features: SIFT keypoints of the grey crop (OpenCV), descriptors made
   RootSIFT (L1-normalised, square-rooted), stored as uint8;
 - descriptor whitening learnt from the gallery's own matches (whitening.py:
-  on the real crops top-1 68.1% -> 70.1%);
+  on the real validation crops top-1 67.9% -> 70.1%);
 - a gallery of the catalogue's crops, one approximate nearest-neighbour
   index (faiss IVF) over all their (whitened) descriptors;
 - LNBNN: each query descriptor votes for the whales among its k nearest
