@@ -110,7 +110,7 @@ class Match:
     layers 60.1 / 67.1 (KAZE is not in OpenCV 5's main module). Then the descriptors whitened by a projection
     learnt from the other crops' matches (whitening.py): 2,000 crops 61.9 / 69.3 -> 65.2 / 73.4 (kept; 1,000
     crops 62.1 -> 65.3; k 30 / 80 65.3 / 64.9, radius 0.09 / 0.055 65.5 / 63.8, 800 / 1,000 keypoints
-    66.2 / 66.0 (within the noise of 1,000 crops, for a larger gallery: not kept); by a script outside
+    66.2 / 66.0 (on the 2,000 crops 800 gives 65.2, as 500 does: not kept); by a script outside
     the repository on the same 1,000 crops, a second round of pairs mined with the whitened descriptors
     65.1, 200 crop pairs per whale instead of 30 64.9)."""
     crop_size: int = 224               # crops are resized to this before SIFT
